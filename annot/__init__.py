@@ -1,0 +1,1 @@
+"""Tessera annotations: a pure library (no web imports) for world-coordinate annotations."""

@@ -1,0 +1,120 @@
+"""The catalog: every image found below the registered data folders, by stable id.
+
+Only files inside a data folder are ever opened: the scan does not follow symbolic links out of
+the folder, hidden folders (such as ``.tessera/``) are skipped, and requests name images by id,
+never by path. A file that cannot be opened is logged with its reason and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tileserver.errors import ImageNotFound, TileServerError, UnsupportedFile
+from tileserver.readers.base import ImageSource
+from tileserver.readers.geotiff import GeoTIFFSource
+from tileserver.readers.tiffcheck import is_tiff
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
+# Formats that GDAL could open but that can reference other files: never served.
+REFUSED_SUFFIXES = {".vrt", ".ovr", ".aux", ".xml", ".msk"}
+
+SourceFactory = Callable[[str, Path, str], ImageSource]
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class Catalog:
+    roots: list[Path]
+    images: dict[str, ImageSource] = field(default_factory=dict)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def get(self, image_id: str) -> ImageSource:
+        try:
+            return self.images[image_id]
+        except KeyError:
+            raise ImageNotFound(f"no image with id {image_id!r}") from None
+
+    def close(self) -> None:
+        for source in self.images.values():
+            source.close()
+
+
+def slug(relpath: str) -> str:
+    stem = relpath.rsplit(".", 1)[0] if "." in Path(relpath).name else relpath
+    s = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
+    return s[:100] or "image"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def iter_candidate_files(root: Path) -> Iterator[Path]:
+    """Regular files below ``root`` (sorted, hidden entries skipped), never leaving ``root``."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.is_file() and _inside(path, root):
+                yield path
+
+
+def factory_for(path: Path) -> SourceFactory | None:
+    """Pick a source by suffix and magic bytes; None means 'not an image format we serve'."""
+    suffix = path.suffix.lower()
+    if suffix in REFUSED_SUFFIXES:
+        return None
+    if suffix in TIFF_SUFFIXES or is_tiff(path):
+        return GeoTIFFSource
+    return None
+
+
+def scan(roots: list[Path], progress: bool = False) -> Catalog:
+    """Register every servable image below ``roots``."""
+    resolved = [Path(r).resolve() for r in roots]
+    for root in resolved:
+        if not root.is_dir():
+            raise TileServerError(f"data folder {root} does not exist or is not a folder")
+    catalog = Catalog(resolved)
+    files = [(root, p) for root in resolved for p in iter_candidate_files(root)]
+    for root, path in tqdm(files, desc="scanning", unit="file", disable=not progress):
+        rel = path.relative_to(root).as_posix()
+        factory = factory_for(path)
+        if factory is None:
+            continue
+        image_id = slug(rel if len(resolved) == 1 else f"{root.name}/{rel}")
+        if image_id in catalog.images:
+            image_id = f"{image_id}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+        try:
+            source = factory(image_id, path, rel)
+            st = path.stat()
+            source.info.version = f"{st.st_mtime_ns:x}-{st.st_size:x}"
+            catalog.images[image_id] = source
+        except UnsupportedFile as exc:
+            catalog.skipped.append(SkippedFile(rel, str(exc)))
+            log.warning("skipped %s: %s", rel, exc)
+        except Exception as exc:  # a broken file must never stop the server starting
+            catalog.skipped.append(SkippedFile(rel, f"cannot be read: {exc}"))
+            log.warning("skipped %s: cannot be read: %s", rel, exc)
+    return catalog

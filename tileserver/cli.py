@@ -1,0 +1,124 @@
+"""The ``tessera`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from annot.errors import AnnotError
+from annot.storage import open_store
+from annot.users import Role
+from tileserver.errors import TileServerError
+from tileserver.server import ServeConfig, default_db_url, serve, state_dir
+
+DEFAULT_DEMO_DIR = Path("tessera-demo")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        help="sqlite:///PATH (default: .tessera/tessera.db in the first "
+        "data folder) or postgresql://...",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes, each with its own SO_REUSEPORT socket"
+    )
+    p.add_argument(
+        "--tile-cache",
+        type=int,
+        default=256,
+        metavar="MB",
+        help="rendered-tile cache per worker in MB; 0 turns it off",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera", description="Tessera annotation server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve every image below the data folders")
+    p.add_argument("--data", action="append", required=True, type=Path, metavar="DIR")
+    _serve_args(p)
+
+    p = sub.add_parser("demo", help="generate the demo data set and serve it")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_DEMO_DIR,
+        help="where to put the demo data (default: ./tessera-demo)",
+    )
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    _serve_args(p)
+
+    p = sub.add_parser("user", help="manage users")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    p = usub.add_parser("add", help="create a user (or renew its token) and print its token")
+    p.add_argument("name")
+    p.add_argument("--role", choices=[r.value for r in Role], default=Role.annotator.value)
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the first data folder of 'serve' (finds its database)",
+    )
+    p.add_argument("--db", help="database URL, as for 'serve'")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            serve(
+                ServeConfig(
+                    data=args.data,
+                    db=args.db,
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    tile_cache_mb=args.tile_cache,
+                )
+            )
+        elif args.command == "demo":
+            from tileserver.demo import make_demo
+
+            print(f"Preparing demo data in {args.dir.resolve()} ...", flush=True)
+            folder = make_demo(args.dir)
+            serve(
+                ServeConfig(
+                    data=[folder],
+                    db=args.db,
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    tile_cache_mb=args.tile_cache,
+                    open_browser=not args.no_browser,
+                    demo_token=True,
+                )
+            )
+        elif args.command == "user":
+            if args.db is None and args.data is None:
+                print(
+                    "tessera user add: give --data DIR (the folder you serve) or --db URL",
+                    file=sys.stderr,
+                )
+                return 2
+            url = args.db or default_db_url(state_dir(args.data.resolve()))
+            store = open_store(url)
+            _, token = store.add_user(args.name, Role(args.role))
+            store.close()
+            print(token)
+    except (TileServerError, AnnotError) as exc:
+        print(f"tessera: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The only tornado code: the application factory and thin handlers."""

@@ -1,0 +1,148 @@
+"""The OpenAPI 3.1 document served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tileserver import __version__
+
+
+def _param(
+    name: str, where: str, schema: dict[str, Any], desc: str, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "schema": schema,
+        "description": desc,
+    }
+
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+INT = {"type": "integer", "minimum": 0}
+TILE_QUERY = [
+    _param(
+        "bands",
+        "query",
+        {"type": "string", "example": "4,3,2"},
+        "1-based bands to show: one (grey) or three (RGB)",
+    ),
+    _param(
+        "rescale",
+        "query",
+        {"type": "string", "example": "0,3000"},
+        "min,max mapped onto 0..255; repeat once per shown band, or give once for all",
+    ),
+    _param("slice", "query", INT, "volumes: 0-based slice index along the plane's normal"),
+    _param("plane", "query", {"enum": ["axial", "coronal", "sagittal"]}, "volumes: view plane"),
+    _param("window", "query", {"type": "number"}, "DICOM window width (VOI LUT)"),
+    _param("level", "query", {"type": "number"}, "DICOM window centre"),
+    _param("preset", "query", {"type": "string"}, "named window preset (brain, lung, bone...)"),
+]
+
+
+def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "description": extra_desc + " Responses carry ETag and Cache-Control; a matching "
+            "If-None-Match answers 304. Parameters that do not apply answer 400.",
+            "parameters": [
+                _param("id", "path", {"type": "string"}, "image id"),
+                _param("z", "path", INT, "zoom level"),
+                _param("x", "path", INT, "column of tiles"),
+                _param("y", "path", INT, "row of tiles"),
+                _param("format", "path", {"enum": ["png", "jpg", "webp"]}, "output format"),
+                *TILE_QUERY,
+            ],
+            "responses": {
+                "200": {
+                    "description": "the tile",
+                    "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                },
+                "304": {"description": "not modified"},
+                "400": {
+                    "description": "bad parameter",
+                    "content": {"application/json": {"schema": ERROR}},
+                },
+                "401": {
+                    "description": "no valid token",
+                    "content": {"application/json": {"schema": ERROR}},
+                },
+                "404": {
+                    "description": "unknown image or tile outside the pyramid",
+                    "content": {"application/json": {"schema": ERROR}},
+                },
+            },
+        }
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    image_id = _param("id", "path", {"type": "string"}, "image id")
+    json_ok = {"description": "OK", "content": {"application/json": {}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tessera",
+            "version": __version__,
+            "description": "Tiles and annotations for very large images.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {
+                "get": {"summary": "liveness", "security": [], "responses": {"200": json_ok}}
+            },
+            "/api/v1/openapi.json": {
+                "get": {"summary": "this document", "security": [], "responses": {"200": json_ok}}
+            },
+            "/api/v1/session": {
+                "get": {"summary": "the signed-in user", "responses": {"200": json_ok}}
+            },
+            "/api/v1/images": {
+                "get": {
+                    "summary": "list images (admins also see skipped files)",
+                    "responses": {"200": json_ok},
+                }
+            },
+            "/api/v1/images/{id}": {
+                "get": {
+                    "summary": "image metadata: size, pyramid, dtype, bands, georeference or "
+                    "patient geometry",
+                    "parameters": [image_id],
+                    "responses": {"200": json_ok},
+                }
+            },
+            "/api/v1/images/{id}/tilejson.json": {
+                "get": {
+                    "summary": "TileJSON 3.0 of the native pyramid or of WebMercatorQuad",
+                    "parameters": [
+                        image_id,
+                        _param("tms", "query", {"enum": ["native", "WebMercatorQuad"]}, "grid"),
+                        _param("format", "query", {"enum": ["png", "jpg", "webp"]}, "format"),
+                    ],
+                    "responses": {"200": json_ok},
+                }
+            },
+            "/api/v1/images/{id}/tiles/{z}/{x}/{y}.{format}": _tile_path(
+                "native pixel pyramid tile",
+                "z=0 is the coarsest level (whole image in one tile); the highest z is full "
+                "resolution; x right, y down; edge tiles are padded (transparent in PNG/WebP).",
+            ),
+            "/api/v1/images/{id}/tiles/WebMercatorQuad/{z}/{x}/{y}.{format}": _tile_path(
+                "OGC WebMercatorQuad tile (georeferenced images)",
+                "Pixels outside the image are transparent in PNG/WebP.",
+            ),
+        },
+    }
