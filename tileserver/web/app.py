@@ -5,6 +5,7 @@ from __future__ import annotations
 import tornado.web
 
 from tileserver.web.handlers import (
+    AssetsHandler,
     HealthHandler,
     ImageHandler,
     ImagesHandler,
@@ -42,7 +43,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
         tornado.web.url(IMAGE + r"/tiles" + TILE, TileHandler, deps, name="tile"),
         tornado.web.url(
             r"/assets/(.*)",
-            tornado.web.StaticFileHandler,
+            AssetsHandler,
             {"path": str(ctx.viewer_dir / "assets")},
             name="assets",
         ),

@@ -86,7 +86,6 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         if self.require_auth and self.current_user is None:
-            self.set_header("WWW-Authenticate", 'Bearer realm="tessera"')
             raise tornado.web.HTTPError(401, reason="Unauthorized")
 
     def write_json(self, payload: Any, status: int = 200) -> None:
@@ -107,6 +106,7 @@ class BaseHandler(tornado.web.RequestHandler):
             elif isinstance(exc, tornado.web.HTTPError):
                 message = exc.log_message or self._reason
         if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="tessera"')
             code, message = (
                 "unauthorized",
                 (
@@ -290,3 +290,23 @@ class SessionHandler(BaseHandler):
         self.clear_cookie(SESSION_COOKIE)
         self.set_status(204)
         self.finish()
+
+
+class AssetsHandler(tornado.web.StaticFileHandler):
+    """The viewer's built assets; odd paths answer 404, never 500."""
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        if "\x00" in path or "\\" in path or any(p in ("", ".", "..") for p in path.split("/")):
+            raise tornado.web.HTTPError(404)
+        await super().get(path, include_body)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(
+            json.dumps(
+                {
+                    "error": "not_found" if status_code == 404 else "http_error",
+                    "message": self._reason,
+                }
+            )
+        )
