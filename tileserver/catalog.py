@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from tileserver.errors import ImageNotFound, TileServerError, UnsupportedFile
 from tileserver.readers.base import ImageSource
+from tileserver.readers.dicom_index import is_dicom_candidate
 from tileserver.readers.geotiff import GeoTIFFSource
 from tileserver.readers.tiffcheck import is_tiff
 
@@ -98,8 +99,13 @@ def scan(roots: list[Path], progress: bool = False) -> Catalog:
             raise TileServerError(f"data folder {root} does not exist or is not a folder")
     catalog = Catalog(resolved)
     files = [(root, p) for root in resolved for p in iter_candidate_files(root)]
+    dicom_files: list[tuple[Path, str]] = []
     for root, path in tqdm(files, desc="scanning", unit="file", disable=not progress):
         rel = path.relative_to(root).as_posix()
+        # Before the TIFF check: a DICOM preamble may look like a TIFF header.
+        if path.suffix.lower() not in TIFF_SUFFIXES and is_dicom_candidate(path):
+            dicom_files.append((path, rel if len(resolved) == 1 else f"{root.name}/{rel}"))
+            continue  # DICOM files are grouped into series after the walk
         factory = factory_for(path)
         if factory is None:
             continue
@@ -117,4 +123,29 @@ def scan(roots: list[Path], progress: bool = False) -> Catalog:
         except Exception as exc:  # a broken file must never stop the server starting
             catalog.skipped.append(SkippedFile(rel, f"cannot be read: {exc}"))
             log.warning("skipped %s: cannot be read: %s", rel, exc)
+    if dicom_files:
+        _add_dicom(catalog, dicom_files, progress)
     return catalog
+
+
+def _add_dicom(catalog: Catalog, files: list[tuple[Path, str]], progress: bool) -> None:
+    """Group DICOM files into images (series, multi-frame objects, single images)."""
+    from tileserver.readers.dicom import scan_dicom
+    from tileserver.server import state_dir  # late: the server module imports this one
+
+    try:
+        state: Path | None = state_dir(catalog.roots[0])
+    except OSError as exc:
+        log.warning("no state folder (%s): DICOM headers are not indexed", exc)
+        state = None
+
+    def make_id(name: str) -> str:
+        image_id = slug(name)
+        if image_id in catalog.images:
+            image_id = f"{image_id}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+        return image_id
+
+    sources, skipped = scan_dicom(files, state, make_id, progress)
+    for source in sources:
+        catalog.images[source.info.id] = source
+    catalog.skipped.extend(SkippedFile(name, reason) for name, reason in skipped)

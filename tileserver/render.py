@@ -89,3 +89,31 @@ def encode(display: UInt8Array, valid: npt.NDArray[np.bool_] | None, fmt: TileFo
 def render(pixels: Pixels, ranges: Sequence[tuple[float, float]] | None, fmt: TileFormat) -> bytes:
     display = to_uint8(pixels.data, ranges)
     return encode(display, pixels.valid, fmt)
+
+
+def voi_linear_range(center: float, width: float) -> tuple[float, float]:
+    """DICOM's linear VOI function (PS3.3 C.11.2.1.2) as a ``to_uint8`` value range.
+
+    The standard maps ``x <= c - 0.5 - (w-1)/2`` to 0, ``x > c - 0.5 + (w-1)/2`` to 255 and
+    between them ``y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255``, which is exactly the linear map
+    of ``lo = c - 0.5 - (w-1)/2``, ``hi = c - 0.5 + (w-1)/2`` onto 0..255. Width 1 is a threshold
+    at ``c - 0.5``: a tiny range above it stands in for it.
+    """
+    if width < 1:
+        raise ValueError(f"window width must be at least 1, got {width}")
+    lo = center - 0.5 - (width - 1) / 2
+    hi = center - 0.5 + (width - 1) / 2
+    if hi - lo < 1e-3:
+        hi = lo + 1e-3
+    return lo, hi
+
+
+def voi_linear(values: npt.NDArray[Any], center: float, width: float) -> npt.NDArray[np.float64]:
+    """The DICOM linear VOI function itself (output 0..255, not rounded), for reference."""
+    x = np.asarray(values, dtype=np.float64)
+    if width <= 1:
+        out: npt.NDArray[np.float64] = np.where(x <= center - 0.5, 0.0, 255.0)
+        return out
+    y = ((x - (center - 0.5)) / (width - 1) + 0.5) * 255.0
+    res: npt.NDArray[np.float64] = np.clip(y, 0.0, 255.0)
+    return res
