@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from annot.errors import AnnotError
-from annot.storage.base import Store
+from annot.storage.base import Region, Store
 from annot.storage.sqlite import SqliteStore
 
-__all__ = ["SqliteStore", "Store", "open_store"]
+__all__ = ["Region", "SqliteStore", "Store", "open_store"]
 
 
 def open_store(url: str) -> Store:
@@ -16,5 +16,7 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///"):
         return SqliteStore(Path(url[len("sqlite:///") :]))
     if url.startswith(("postgresql://", "postgres://")):
-        raise AnnotError("the PostGIS store is not available yet; use sqlite:///PATH")
+        from annot.storage.postgis import PostgisStore
+
+        return PostgisStore(url)
     raise AnnotError(f"unknown database URL {url!r}: use sqlite:///PATH or postgresql://...")

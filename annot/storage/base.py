@@ -1,19 +1,323 @@
-"""The storage interface shared by the SQLite and PostGIS stores."""
+"""The storage interface shared by the SQLite and PostGIS stores, and their common encoding.
+
+Geometries are stored as WKB (float64, exact) in the image's storage frame, with their bounds
+``(minx, miny, maxx, maxy, minz, maxz)`` in a spatial index. Spatial queries select what
+intersects a region (2D, x/y) whose bounds are given, and overlaps a z range for volumes; both
+stores answer the same thing (GEOS decides ``intersects`` in both).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from annot.errors import BadRequest
+from annot.model import (
+    Action,
+    Annotation,
+    Change,
+    Content,
+    Kind,
+    Mask,
+    Placement,
+    Snapshot,
+    Status,
+    bounds3,
+)
+from annot.taxonomy import Concept, Label, Project
 from annot.users import Role, User
+
+MAX_PAGE = 10_000
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Region:
+    """What a spatial query selects: ``bounds`` (minx, miny, maxx, maxy, minz, maxz) in the
+    storage frame, and optionally an exact 2D ``shape`` (within those x/y bounds) to intersect."""
+
+    bounds: tuple[float, float, float, float, float, float]
+    shape: BaseGeometry | None = None
 
 
 class Store(Protocol):
+    # users
     def add_user(self, name: str, role: Role, token: str | None = None) -> tuple[User, str]:
         """Create a user (or give an existing one a new token); returns it and its token."""
         ...
 
     def user_for_token(self, token: str) -> User | None: ...
 
+    def user_by_name(self, name: str) -> User | None: ...
+
     def count_users(self, role: Role | None = None) -> int: ...
 
+    # projects, taxonomies, members
+    def get_project(self, name: str) -> Project:
+        """The project (``default`` is created on first use); NotFound for another name."""
+        ...
+
+    def list_projects(self) -> list[Project]: ...
+
+    def create_project(self, name: str, instructions: str = "") -> Project: ...
+
+    def update_project(
+        self, name: str, instructions: str | None = None, locked: bool | None = None
+    ) -> Project: ...
+
+    def put_label(self, project: str, label: Label) -> Project: ...
+
+    def delete_label(self, project: str, name: str) -> Project: ...
+
+    def set_member(self, project: str, user: str, role: Role | None) -> None: ...
+
+    def members(self, project: str) -> list[tuple[User, Role]]: ...
+
+    def membership(self, project: str, user_id: int) -> Role | None: ...
+
+    # annotations
+    def add(
+        self, image_id: str, project: str, contents: Sequence[Content], user: str
+    ) -> list[Annotation]:
+        """Store all of ``contents`` or none (labels checked against the taxonomy)."""
+        ...
+
+    def get(self, aid: int) -> Annotation: ...
+
+    def update(
+        self, aid: int, content: Content, expected_version: int | None, user: str
+    ) -> Annotation:
+        """Replace an annotation's content; VersionConflict unless at ``expected_version``."""
+        ...
+
+    def delete(self, aid: int, expected_version: int | None, user: str) -> None: ...
+
+    def query(
+        self, image_id: str, region: Region | None = None, after: int = 0, limit: int = 1000
+    ) -> list[Annotation]:
+        """Annotations of an image by id (> ``after``), those intersecting ``region`` if given
+        (then tags, having no geometry, are left out)."""
+        ...
+
+    def count(self, image_id: str) -> int: ...
+
+    # history
+    def history(self, aid: int) -> list[Change]: ...
+
+    def get_change(self, change_id: int) -> Change: ...
+
+    def undo(self, change_id: int, user: str) -> Annotation | None:
+        """Revert one change (only the latest change of its annotation); returns the restored
+        annotation, or None when undoing a creation deleted it."""
+        ...
+
+    # snapshots
+    def create_snapshot(
+        self, project: str, name: str, user: str, description: str = ""
+    ) -> Snapshot: ...
+
+    def list_snapshots(self, project: str) -> list[Snapshot]: ...
+
+    def snapshot_annotations(
+        self, project: str, name: str, after: int = 0, limit: int = 1000
+    ) -> list[Annotation]: ...
+
     def close(self) -> None: ...
+
+
+# --- the row encoding both stores share -------------------------------------------------------
+
+ANNOTATION_COLUMNS = (
+    "id, image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
+    "author, created_at, updated_by, updated_at, version"
+)
+
+
+def encode_content(content: Content) -> dict[str, Any]:
+    """The columns of a content (``geom`` as WKB bytes, JSON columns as text, bounds)."""
+    geom = content.geometry
+    bounds: tuple[float | None, ...] = (None,) * 6
+    wkb: bytes | None = None
+    if geom is not None:
+        wkb = shapely.to_wkb(geom, include_srid=False)
+        bounds = bounds3(geom)
+    return {
+        "kind": content.kind.value,
+        "label": content.label,
+        "geom": wkb,
+        "mask": json.dumps(content.mask.to_json()) if content.mask else None,
+        "keypoints": json.dumps(list(content.keypoints)) if content.keypoints else None,
+        "attributes": json.dumps(dict(content.attributes), allow_nan=False),
+        "placement": json.dumps(content.placement.to_json()) if content.placement else None,
+        "status": content.status.value,
+        "minx": bounds[0],
+        "miny": bounds[1],
+        "maxx": bounds[2],
+        "maxy": bounds[3],
+        "minz": bounds[4],
+        "maxz": bounds[5],
+    }
+
+
+def decode_row(row: Sequence[Any], geometry: BaseGeometry | None = None) -> Annotation:
+    """An annotation from a row in ``ANNOTATION_COLUMNS`` order (``geometry`` if decoded)."""
+    (aid, image_id, project, kind, label, geom, mask, keypoints, attributes, placement) = row[:10]
+    status, author, created_at, updated_by, updated_at, version = row[10:16]
+    if geometry is None and geom is not None:
+        geometry = shapely.from_wkb(bytes(geom))
+    content = Content(
+        kind=Kind(kind),
+        label=label,
+        geometry=geometry,
+        mask=Mask.from_json(json.loads(mask)) if mask else None,
+        keypoints=tuple(json.loads(keypoints)) if keypoints else (),
+        attributes=json.loads(attributes) if attributes else {},
+        placement=Placement.from_json(json.loads(placement)) if placement else None,
+        status=Status(status),
+    )
+    return Annotation(
+        int(aid),
+        image_id,
+        project,
+        content,
+        author,
+        created_at,
+        updated_by,
+        updated_at,
+        int(version),
+    )
+
+
+def decode_rows(rows: Sequence[Sequence[Any]]) -> list[Annotation]:
+    """Many rows at once (WKB decoded in one vectorised call)."""
+    wkbs = [bytes(r[5]) if r[5] is not None else None for r in rows]
+    geoms = shapely.from_wkb(wkbs) if rows else []
+    return [decode_row(r, g) for r, g in zip(rows, geoms, strict=True)]
+
+
+def annotation_to_record(a: Annotation) -> str:
+    """A whole annotation as JSON text (history and snapshots keep these)."""
+    c = a.content
+    return json.dumps(
+        {
+            "id": a.id,
+            "image_id": a.image_id,
+            "project": a.project,
+            "kind": c.kind.value,
+            "label": c.label,
+            "geom": shapely.to_wkb(c.geometry, hex=True) if c.geometry is not None else None,
+            "mask": c.mask.to_json() if c.mask else None,
+            "keypoints": list(c.keypoints),
+            "attributes": dict(c.attributes),
+            "placement": c.placement.to_json() if c.placement else None,
+            "status": c.status.value,
+            "author": a.author,
+            "created_at": a.created_at,
+            "updated_by": a.updated_by,
+            "updated_at": a.updated_at,
+            "version": a.version,
+        }
+    )
+
+
+def record_to_annotation(text: str) -> Annotation:
+    d = json.loads(text)
+    content = Content(
+        kind=Kind(d["kind"]),
+        label=d["label"],
+        geometry=shapely.from_wkb(d["geom"]) if d["geom"] else None,
+        mask=Mask.from_json(d["mask"]) if d["mask"] else None,
+        keypoints=tuple(d["keypoints"]),
+        attributes=d["attributes"],
+        placement=Placement.from_json(d["placement"]) if d["placement"] else None,
+        status=Status(d["status"]),
+    )
+    return Annotation(
+        d["id"],
+        d["image_id"],
+        d["project"],
+        content,
+        d["author"],
+        d["created_at"],
+        d["updated_by"],
+        d["updated_at"],
+        d["version"],
+    )
+
+
+def make_change(row: Sequence[Any]) -> Change:
+    """A change from ``(id, annotation_id, image_id, project, action, user, at, version,
+    before, undoes)``."""
+    cid, aid, image_id, project, action, user, at, version, before, undoes = row
+    return Change(
+        int(cid),
+        int(aid),
+        image_id,
+        project,
+        Action(action),
+        user,
+        at,
+        int(version),
+        record_to_annotation(before) if before else None,
+        int(undoes) if undoes is not None else None,
+    )
+
+
+def project_from(name: str, instructions: str, locked: bool, labels: Sequence[Label]) -> Project:
+    return Project(name, instructions, bool(locked), {label.name: label for label in labels})
+
+
+def label_from_row(row: Sequence[Any]) -> Label:
+    """From ``(name, color, code JSON, kinds JSON, description)``."""
+    name, color, code, kinds, description = row
+    return Label(
+        name,
+        color,
+        Concept.from_json(json.loads(code)) if code else None,
+        frozenset(Kind(k) for k in json.loads(kinds)) if kinds else None,
+        description or "",
+    )
+
+
+def label_columns(label: Label) -> tuple[str, str, str | None, str | None, str]:
+    return (
+        label.name,
+        label.color,
+        json.dumps(label.code.to_json()) if label.code else None,
+        json.dumps(sorted(k.value for k in label.kinds)) if label.kinds is not None else None,
+        label.description,
+    )
+
+
+def check_page(after: int, limit: int) -> None:
+    if limit < 1 or limit > MAX_PAGE:
+        raise BadRequest(f"limit must be 1..{MAX_PAGE}")
+    if after < 0:
+        raise BadRequest("cursor must be a non-negative id")
+
+
+def resolve_labels(project: Project, contents: Sequence[Content]) -> list[Label]:
+    """Labels to add to an open taxonomy for ``contents`` (UnknownLabel if locked)."""
+    labels = dict(project.labels)
+    new: dict[str, Label] = {}
+    seen: set[tuple[str, Kind]] = set()
+    for c in contents:
+        if (c.label, c.kind) in seen:
+            continue
+        seen.add((c.label, c.kind))
+        current = Project(project.name, project.instructions, project.locked, labels)
+        for label in current.resolve(c.label, c.kind):
+            labels[label.name] = new[label.name] = label
+    return list(new.values())
+
+
+Json = Mapping[str, Any]

@@ -1,11 +1,42 @@
-"""SQLite store (the embedded default): WAL mode, one connection per thread."""
+"""SQLite store (the embedded default): WAL mode, one connection per thread, an R*Tree index.
+
+Every write runs in one ``BEGIN IMMEDIATE`` transaction, so a batch is stored whole or not at
+all (even if the process dies half-way) and a version check and its update cannot interleave
+with another writer. The R*Tree holds each geometry's bounds (32-bit floats rounded outwards,
+so it never misses) with the image's integer key as a first dimension; exact bounds and the
+geometry (WKB) sit in the annotations table.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import shapely
+
+from annot.errors import Conflict, NotFound, VersionConflict
+from annot.model import Action, Annotation, Change, Content, Snapshot
+from annot.storage.base import (
+    ANNOTATION_COLUMNS,
+    Region,
+    annotation_to_record,
+    check_page,
+    decode_rows,
+    encode_content,
+    label_columns,
+    label_from_row,
+    make_change,
+    now,
+    project_from,
+    record_to_annotation,
+    resolve_labels,
+)
+from annot.taxonomy import DEFAULT_PROJECT, Label, Project, check_project_name
 from annot.users import Role, User, check_user_name, hash_token, new_token
 
 SCHEMA = """
@@ -16,7 +47,107 @@ CREATE TABLE IF NOT EXISTS users (
     token_hash TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    instructions TEXT NOT NULL DEFAULT '',
+    locked INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    color TEXT NOT NULL,
+    code TEXT,
+    kinds TEXT,
+    description TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS members (
+    project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('annotator', 'reviewer', 'admin')),
+    PRIMARY KEY (project, user_id)
+);
+CREATE TABLE IF NOT EXISTS images (
+    key INTEGER PRIMARY KEY,
+    image_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS annotations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    geom BLOB,
+    mask TEXT,
+    keypoints TEXT,
+    attributes TEXT NOT NULL,
+    placement TEXT,
+    status TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    minx REAL, miny REAL, maxx REAL, maxy REAL, minz REAL, maxz REAL
+);
+CREATE INDEX IF NOT EXISTS annotations_image ON annotations (image_id, id);
+CREATE INDEX IF NOT EXISTS annotations_project ON annotations (project, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS annotations_rtree
+    USING rtree(id, kmin, kmax, minx, maxx, miny, maxy, minz, maxz);
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    annotation_id INTEGER NOT NULL,
+    image_id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user TEXT NOT NULL,
+    at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    before TEXT,
+    undoes INTEGER
+);
+CREATE INDEX IF NOT EXISTS changes_annotation ON changes (annotation_id, id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    UNIQUE (project, name)
+);
+CREATE TABLE IF NOT EXISTS snapshot_annotations (
+    snapshot_id INTEGER NOT NULL REFERENCES snapshots(id),
+    id INTEGER NOT NULL,
+    image_id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    geom BLOB,
+    mask TEXT,
+    keypoints TEXT,
+    attributes TEXT NOT NULL,
+    placement TEXT,
+    status TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (snapshot_id, id)
+) WITHOUT ROWID;
 """
+
+INSERT_COLUMNS = (
+    "image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
+    "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz"
+)
+CHANGE_COLUMNS = "id, annotation_id, image_id, project, action, user, at, version, before, undoes"
+SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
+CONTENT_KEYS = ("kind", "label", "geom", "mask", "keypoints", "attributes", "placement", "status")
+BOUND_KEYS = ("minx", "miny", "maxx", "maxy", "minz", "maxz")
 
 
 class SqliteStore:
@@ -24,36 +155,58 @@ class SqliteStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as conn:
-            conn.executescript(SCHEMA)
+        conn = self._conn()
+        conn.executescript(SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA cache_size=-65536")
             self._local.conn = conn
         return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- users ---------------------------------------------------------------------------
 
     def add_user(self, name: str, role: Role, token: str | None = None) -> tuple[User, str]:
         check_user_name(name)
         token = token or new_token()
-        conn = self._conn()
-        with conn:
+        with self._write() as conn:
             conn.execute(
                 "INSERT INTO users (name, role, token_hash) VALUES (?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET role = excluded.role, "
                 "token_hash = excluded.token_hash",
                 (name, role.value, hash_token(token)),
             )
-        row = conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
         return User(int(row[0]), name, role), token
 
     def user_for_token(self, token: str) -> User | None:
         row = (
             self._conn()
             .execute("SELECT id, name, role FROM users WHERE token_hash = ?", (hash_token(token),))
+            .fetchone()
+        )
+        return None if row is None else User(int(row[0]), str(row[1]), Role(row[2]))
+
+    def user_by_name(self, name: str) -> User | None:
+        row = (
+            self._conn()
+            .execute("SELECT id, name, role FROM users WHERE name = ?", (name,))
             .fetchone()
         )
         return None if row is None else User(int(row[0]), str(row[1]), Role(row[2]))
@@ -69,8 +222,556 @@ class SqliteStore:
             )
         return int(row[0])
 
+    # --- projects ------------------------------------------------------------------------
+
+    def _project(self, conn: sqlite3.Connection, name: str) -> Project:
+        row = conn.execute(
+            "SELECT name, instructions, locked FROM projects WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            if name != DEFAULT_PROJECT:
+                raise NotFound(f"no project {name!r}")
+            conn.execute(
+                "INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (name, now())
+            )
+            row = (name, "", 0)
+        labels = conn.execute(
+            "SELECT name, color, code, kinds, description FROM labels WHERE project = ?", (name,)
+        ).fetchall()
+        return project_from(row[0], row[1], bool(row[2]), [label_from_row(r) for r in labels])
+
+    def get_project(self, name: str) -> Project:
+        if name == DEFAULT_PROJECT:
+            with self._write() as conn:
+                return self._project(conn, name)
+        return self._project(self._conn(), name)
+
+    def list_projects(self) -> list[Project]:
+        self.get_project(DEFAULT_PROJECT)
+        names = self._conn().execute("SELECT name FROM projects ORDER BY name").fetchall()
+        return [self._project(self._conn(), n[0]) for n in names]
+
+    def create_project(self, name: str, instructions: str = "") -> Project:
+        check_project_name(name)
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO projects (name, instructions, created_at) VALUES (?, ?, ?)",
+                    (name, instructions, now()),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"project {name!r} exists already") from None
+            return self._project(conn, name)
+
+    def update_project(
+        self, name: str, instructions: str | None = None, locked: bool | None = None
+    ) -> Project:
+        with self._write() as conn:
+            self._project(conn, name)
+            if instructions is not None:
+                conn.execute(
+                    "UPDATE projects SET instructions = ? WHERE name = ?", (instructions, name)
+                )
+            if locked is not None:
+                conn.execute("UPDATE projects SET locked = ? WHERE name = ?", (int(locked), name))
+            return self._project(conn, name)
+
+    def _insert_labels(self, conn: sqlite3.Connection, project: str, labels: list[Label]) -> None:
+        conn.executemany(
+            "INSERT INTO labels (project, name, color, code, kinds, description) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, name) DO UPDATE SET "
+            "color = excluded.color, code = excluded.code, kinds = excluded.kinds, "
+            "description = excluded.description",
+            [(project, *label_columns(label)) for label in labels],
+        )
+
+    def put_label(self, project: str, label: Label) -> Project:
+        from annot.taxonomy import ancestors, auto_color
+
+        with self._write() as conn:
+            p = self._project(conn, project)
+            missing = [Label(n, auto_color(n)) for n in ancestors(label.name) if n not in p.labels]
+            self._insert_labels(conn, project, [*missing, label])
+            return self._project(conn, project)
+
+    def delete_label(self, project: str, name: str) -> Project:
+        with self._write() as conn:
+            p = self._project(conn, project)
+            if name not in p.labels:
+                raise NotFound(f"no label {name!r} in project {project!r}")
+            used = conn.execute(
+                "SELECT count(*) FROM annotations WHERE project = ? "
+                "AND (label = ? OR label LIKE ? ESCAPE '\\')",
+                (project, name, _like_prefix(name)),
+            ).fetchone()[0]
+            if used:
+                raise Conflict(
+                    f"label {name!r} (or a label below it) is used by {used} annotations"
+                )
+            conn.execute(
+                "DELETE FROM labels WHERE project = ? AND (name = ? OR name LIKE ? ESCAPE '\\')",
+                (project, name, _like_prefix(name)),
+            )
+            return self._project(conn, project)
+
+    def set_member(self, project: str, user: str, role: Role | None) -> None:
+        with self._write() as conn:
+            self._project(conn, project)
+            row = conn.execute("SELECT id FROM users WHERE name = ?", (user,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user {user!r}")
+            if role is None:
+                conn.execute(
+                    "DELETE FROM members WHERE project = ? AND user_id = ?", (project, row[0])
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO members (project, user_id, role) VALUES (?, ?, ?) "
+                    "ON CONFLICT (project, user_id) DO UPDATE SET role = excluded.role",
+                    (project, row[0], role.value),
+                )
+
+    def members(self, project: str) -> list[tuple[User, Role]]:
+        self.get_project(project)
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT u.id, u.name, u.role, m.role FROM members m JOIN users u "
+                "ON u.id = m.user_id WHERE m.project = ? ORDER BY u.name",
+                (project,),
+            )
+            .fetchall()
+        )
+        return [(User(int(r[0]), r[1], Role(r[2])), Role(r[3])) for r in rows]
+
+    def membership(self, project: str, user_id: int) -> Role | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT role FROM members WHERE project = ? AND user_id = ?", (project, user_id)
+            )
+            .fetchone()
+        )
+        return None if row is None else Role(row[0])
+
+    # --- annotations ---------------------------------------------------------------------
+
+    def _image_key(self, conn: sqlite3.Connection, image_id: str) -> int:
+        row = conn.execute("SELECT key FROM images WHERE image_id = ?", (image_id,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        cur = conn.execute("INSERT INTO images (image_id) VALUES (?)", (image_id,))
+        return int(cur.lastrowid or 0)
+
+    def _get(self, conn: sqlite3.Connection, aid: int) -> Annotation:
+        row = conn.execute(
+            f"SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE id = ?", (aid,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no annotation {aid}")
+        return decode_rows([row])[0]
+
+    def _log(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[tuple[int, str, str, str, str, str, int, str | None, int | None]],
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO changes (annotation_id, image_id, project, action, user, at, version, "
+            "before, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        image_id: str,
+        project: str,
+        contents: Sequence[Content],
+        user: str,
+        at: str,
+        ids: Sequence[int] | None = None,
+        meta: tuple[str, str, int] | None = None,
+    ) -> list[int]:
+        key = self._image_key(conn, image_id)
+        author, created_at, version = meta or (user, at, 1)
+        out: list[int] = []
+        sql = f"INSERT INTO annotations ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+        sql_id = f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+        rtree: list[tuple[Any, ...]] = []
+        for n, content in enumerate(contents):
+            cols = encode_content(content)
+            values = (
+                image_id,
+                project,
+                *(cols[k] for k in CONTENT_KEYS),
+                author,
+                created_at,
+                user,
+                at,
+                version,
+                *(cols[k] for k in BOUND_KEYS),
+            )
+            if ids is not None:
+                conn.execute(sql_id, (ids[n], *values))
+                aid = ids[n]
+            else:
+                aid = int(conn.execute(sql, values).lastrowid or 0)
+            out.append(aid)
+            if cols["geom"] is not None:
+                b = [cols[k] for k in BOUND_KEYS]
+                rtree.append((aid, key, key, b[0], b[2], b[1], b[3], b[4], b[5]))
+        conn.executemany("INSERT INTO annotations_rtree VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rtree)
+        return out
+
+    def add(
+        self, image_id: str, project: str, contents: Sequence[Content], user: str
+    ) -> list[Annotation]:
+        at = now()
+        with self._write() as conn:
+            p = self._project(conn, project)
+            new_labels = resolve_labels(p, contents)
+            if new_labels:
+                self._insert_labels(conn, project, new_labels)
+            ids = self._insert(conn, image_id, project, contents, user, at)
+            self._log(
+                conn,
+                [
+                    (aid, image_id, project, Action.create.value, user, at, 1, None, None)
+                    for aid in ids
+                ],
+            )
+        return [
+            Annotation(aid, image_id, project, c, user, at, user, at, 1)
+            for aid, c in zip(ids, contents, strict=True)
+        ]
+
+    def get(self, aid: int) -> Annotation:
+        return self._get(self._conn(), aid)
+
+    def _check_version(self, current: Annotation, expected: int | None) -> None:
+        if expected is not None and current.version != expected:
+            raise VersionConflict(
+                f"annotation {current.id} is at version {current.version}, not {expected}: "
+                "someone else changed it; fetch it again and reapply your change"
+            )
+
+    def _replace(
+        self, conn: sqlite3.Connection, current: Annotation, content: Content, user: str, at: str
+    ) -> Annotation:
+        cols = encode_content(content)
+        version = current.version + 1
+        conn.execute(
+            "UPDATE annotations SET kind = ?, label = ?, geom = ?, mask = ?, keypoints = ?, "
+            "attributes = ?, placement = ?, status = ?, updated_by = ?, updated_at = ?, "
+            "version = ?, minx = ?, miny = ?, maxx = ?, maxy = ?, minz = ?, maxz = ? "
+            "WHERE id = ?",
+            (
+                *(cols[k] for k in CONTENT_KEYS),
+                user,
+                at,
+                version,
+                *(cols[k] for k in BOUND_KEYS),
+                current.id,
+            ),
+        )
+        conn.execute("DELETE FROM annotations_rtree WHERE id = ?", (current.id,))
+        if cols["geom"] is not None:
+            key = self._image_key(conn, current.image_id)
+            b = [cols[k] for k in BOUND_KEYS]
+            conn.execute(
+                "INSERT INTO annotations_rtree VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (current.id, key, key, b[0], b[2], b[1], b[3], b[4], b[5]),
+            )
+        return Annotation(
+            current.id,
+            current.image_id,
+            current.project,
+            content,
+            current.author,
+            current.created_at,
+            user,
+            at,
+            version,
+        )
+
+    def update(
+        self, aid: int, content: Content, expected_version: int | None, user: str
+    ) -> Annotation:
+        at = now()
+        with self._write() as conn:
+            current = self._get(conn, aid)
+            self._check_version(current, expected_version)
+            p = self._project(conn, current.project)
+            new_labels = resolve_labels(p, [content])
+            if new_labels:
+                self._insert_labels(conn, current.project, new_labels)
+            updated = self._replace(conn, current, content, user, at)
+            self._log(
+                conn,
+                [
+                    (
+                        aid,
+                        current.image_id,
+                        current.project,
+                        Action.update.value,
+                        user,
+                        at,
+                        updated.version,
+                        annotation_to_record(current),
+                        None,
+                    )
+                ],
+            )
+        return updated
+
+    def _remove(self, conn: sqlite3.Connection, aid: int) -> None:
+        conn.execute("DELETE FROM annotations WHERE id = ?", (aid,))
+        conn.execute("DELETE FROM annotations_rtree WHERE id = ?", (aid,))
+
+    def delete(self, aid: int, expected_version: int | None, user: str) -> None:
+        at = now()
+        with self._write() as conn:
+            current = self._get(conn, aid)
+            self._check_version(current, expected_version)
+            self._remove(conn, aid)
+            self._log(
+                conn,
+                [
+                    (
+                        aid,
+                        current.image_id,
+                        current.project,
+                        Action.delete.value,
+                        user,
+                        at,
+                        0,
+                        annotation_to_record(current),
+                        None,
+                    )
+                ],
+            )
+
+    def query(
+        self, image_id: str, region: Region | None = None, after: int = 0, limit: int = 1000
+    ) -> list[Annotation]:
+        check_page(after, limit)
+        conn = self._conn()
+        if region is None:
+            rows = conn.execute(
+                f"SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE image_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (image_id, after, limit),
+            ).fetchall()
+            return decode_rows(rows)
+        row = conn.execute("SELECT key FROM images WHERE image_id = ?", (image_id,)).fetchone()
+        if row is None:
+            return []
+        key = int(row[0])
+        x0, y0, x1, y1, z0, z1 = region.bounds
+        cols = ", ".join(f"a.{c.strip()}" for c in ANNOTATION_COLUMNS.split(","))
+        sql = (
+            f"SELECT {cols} FROM annotations_rtree r JOIN annotations a ON a.id = r.id "
+            "WHERE r.kmin <= ?1 AND r.kmax >= ?1 AND r.minx <= ?4 AND r.maxx >= ?2 "
+            "AND r.miny <= ?5 AND r.maxy >= ?3 AND r.minz <= ?7 AND r.maxz >= ?6 AND r.id > ?8 "
+            "AND a.minx <= ?4 AND a.maxx >= ?2 AND a.miny <= ?5 AND a.maxy >= ?3 "
+            "AND a.minz <= ?7 AND a.maxz >= ?6 ORDER BY r.id LIMIT ?9"
+        )
+        out: list[Annotation] = []
+        cursor = after
+        while len(out) < limit:
+            batch = conn.execute(sql, (key, x0, y0, x1, y1, z0, z1, cursor, limit)).fetchall()
+            if not batch:
+                break
+            found = decode_rows(batch)
+            if region.shape is not None:
+                found = _exact(found, batch, region)
+            out.extend(found)
+            if len(batch) < limit:
+                break
+            cursor = int(batch[-1][0])
+        return out[:limit]
+
+    def count(self, image_id: str) -> int:
+        row = (
+            self._conn()
+            .execute("SELECT count(*) FROM annotations WHERE image_id = ?", (image_id,))
+            .fetchone()
+        )
+        return int(row[0])
+
+    # --- history -------------------------------------------------------------------------
+
+    def history(self, aid: int) -> list[Change]:
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {CHANGE_COLUMNS} FROM changes WHERE annotation_id = ? ORDER BY id",
+                (aid,),
+            )
+            .fetchall()
+        )
+        if not rows:
+            raise NotFound(f"no annotation {aid}")
+        return [make_change(r) for r in rows]
+
+    def get_change(self, change_id: int) -> Change:
+        row = (
+            self._conn()
+            .execute(f"SELECT {CHANGE_COLUMNS} FROM changes WHERE id = ?", (change_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no change {change_id}")
+        return make_change(row)
+
+    def undo(self, change_id: int, user: str) -> Annotation | None:
+        at = now()
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {CHANGE_COLUMNS} FROM changes WHERE id = ?", (change_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no change {change_id}")
+            change = make_change(row)
+            latest = conn.execute(
+                "SELECT max(id) FROM changes WHERE annotation_id = ?", (change.annotation_id,)
+            ).fetchone()[0]
+            if latest != change.id:
+                raise Conflict(
+                    f"change {change.id} is not the latest change of annotation "
+                    f"{change.annotation_id}: undo the later changes first"
+                )
+            cur_row = conn.execute(
+                f"SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE id = ?",
+                (change.annotation_id,),
+            ).fetchone()
+            current = decode_rows([cur_row])[0] if cur_row else None
+            before = change.before
+            result: Annotation | None
+            if before is None:  # undo a creation: delete
+                assert current is not None
+                self._remove(conn, current.id)
+                record, version, result = annotation_to_record(current), 0, None
+            elif current is None:  # undo a deletion: restore with the same id
+                self._insert(
+                    conn,
+                    before.image_id,
+                    before.project,
+                    [before.content],
+                    user,
+                    at,
+                    ids=[before.id],
+                    meta=(before.author, before.created_at, before.version + 1),
+                )
+                result = Annotation(
+                    before.id,
+                    before.image_id,
+                    before.project,
+                    before.content,
+                    before.author,
+                    before.created_at,
+                    user,
+                    at,
+                    before.version + 1,
+                )
+                record, version = None, result.version
+            else:  # undo an update: put the content back
+                result = self._replace(conn, current, before.content, user, at)
+                record, version = annotation_to_record(current), result.version
+            self._log(
+                conn,
+                [
+                    (
+                        change.annotation_id,
+                        change.image_id,
+                        change.project,
+                        Action.undo.value,
+                        user,
+                        at,
+                        version,
+                        record,
+                        change.id,
+                    )
+                ],
+            )
+        return result
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    def create_snapshot(
+        self, project: str, name: str, user: str, description: str = ""
+    ) -> Snapshot:
+        check_project_name(name)
+        at = now()
+        with self._write() as conn:
+            self._project(conn, project)
+            try:
+                cur = conn.execute(
+                    "INSERT INTO snapshots (project, name, created_by, created_at, count, "
+                    "description) VALUES (?, ?, ?, ?, 0, ?)",
+                    (project, name, user, at, description),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(
+                    f"snapshot {name!r} exists already: snapshots never change"
+                ) from None
+            sid = cur.lastrowid
+            n = conn.execute(
+                f"INSERT INTO snapshot_annotations (snapshot_id, {ANNOTATION_COLUMNS}) "
+                f"SELECT ?, {ANNOTATION_COLUMNS} FROM annotations WHERE project = ?",
+                (sid, project),
+            ).rowcount
+            conn.execute("UPDATE snapshots SET count = ? WHERE id = ?", (n, sid))
+        return Snapshot(project, name, user, at, n, description)
+
+    def list_snapshots(self, project: str) -> list[Snapshot]:
+        self.get_project(project)
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE project = ? ORDER BY id",
+                (project,),
+            )
+            .fetchall()
+        )
+        return [Snapshot(*r) for r in rows]
+
+    def snapshot_annotations(
+        self, project: str, name: str, after: int = 0, limit: int = 1000
+    ) -> list[Annotation]:
+        check_page(after, limit)
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT id FROM snapshots WHERE project = ? AND name = ?", (project, name)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no snapshot {name!r} in project {project!r}")
+        rows = conn.execute(
+            f"SELECT {ANNOTATION_COLUMNS} FROM snapshot_annotations WHERE snapshot_id = ? "
+            "AND id > ? ORDER BY id LIMIT ?",
+            (row[0], after, limit),
+        ).fetchall()
+        return decode_rows(rows)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _like_prefix(name: str) -> str:
+    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "/%"
+
+
+def _exact(found: list[Annotation], rows: Sequence[Any], region: Region) -> list[Annotation]:
+    """Keep what intersects the region's exact shape (bounds inside it need no test)."""
+    assert region.shape is not None
+    geoms = np.array([a.content.geometry for a in found], dtype=object)
+    keep = shapely.intersects(geoms, region.shape)
+    return [a for a, k in zip(found, keep, strict=True) if k]
+
+
+__all__ = ["SqliteStore", "record_to_annotation"]
