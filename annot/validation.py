@@ -105,7 +105,7 @@ def suggest_repair(
     if width is not None and height is not None:
         repaired = shapely.intersection(repaired, shapely.box(0, 0, width, height))
     if kind in (Kind.polygon, Kind.box, Kind.multipolygon, Kind.mask):
-        polys = [p for p in _polygons(repaired) if p.area > 0]
+        polys = [p for p in _polygons(repaired) if validity_reason(Kind.polygon, p) is None]
         if not polys:
             return None
         if kind is Kind.multipolygon or len(polys) > 1:
