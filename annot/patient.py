@@ -369,9 +369,12 @@ def plane_geometry(geom: VolumeGeometry, plane: str) -> VolumeGeometry:
     grid = plane_grid(geom, plane)
     if grid.is_stored:
         return VolumeGeometry(geom.origin, geom.spacing, geom.direction, geom.shape)
+    # Steps from the far edges, not from the first pixel: real stacks are regular only to
+    # ~1e-3 mm, and a local step would tilt the whole plane by the first gap's irregularity.
+    w, h = max(1, grid.shape[0] - 1), max(1, grid.shape[1] - 1)
     o = plane_to_patient(geom, 0.5, 0.5, 0, plane)
-    ex = plane_to_patient(geom, 1.5, 0.5, 0, plane) - o
-    ey = plane_to_patient(geom, 0.5, 1.5, 0, plane) - o
+    ex = (plane_to_patient(geom, 0.5 + w, 0.5, 0, plane) - o) / w
+    ey = (plane_to_patient(geom, 0.5, 0.5 + h, 0, plane) - o) / h
     d = np.asarray(geom.direction, dtype=np.float64)
     sx, sy = float(np.linalg.norm(ex)), float(np.linalg.norm(ey))
     sz = geom.spacing[grid.axes[2]]
@@ -400,8 +403,9 @@ def geometry_from_dicom(
     """
     ipp = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     iop = np.asarray(orientation, dtype=np.float64)
-    u = iop[:3] / np.linalg.norm(iop[:3])
-    v = iop[3:] / np.linalg.norm(iop[3:])
+    # The direction cosines are used as written (DICOM's own formula does), even when rounding
+    # left them a little off unit length; the slice direction is the unit normal.
+    u, v = iop[:3], iop[3:]
     n = np.cross(u, v)
     n /= np.linalg.norm(n)
     ps = np.asarray(pixel_spacing, dtype=np.float64)
