@@ -140,9 +140,10 @@ def _add_dicom(catalog: Catalog, files: list[tuple[Path, str]], progress: bool) 
         state = None
 
     def make_id(name: str) -> str:
-        image_id = slug(name)
-        if image_id in catalog.images:
-            image_id = f"{image_id}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+        image_id, n = slug(name), 0
+        while image_id in catalog.images:
+            n += 1
+            image_id = f"{slug(name)}-{hashlib.sha1(f'{name}{n}'.encode()).hexdigest()[:6]}"
         return image_id
 
     sources, skipped = scan_dicom(files, state, make_id, progress)

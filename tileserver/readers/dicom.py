@@ -463,6 +463,7 @@ class DicomSource:
             h = grid.start + t * (grid.span / n)
             k0 = np.clip(np.searchsorted(heights, h, side="right") - 1, 0, self.n - 1)
             kk = np.minimum(k0 + 1, self.n - 1)
+            kk = np.where(h <= heights[0], 0, kk)  # the half slice below slice 0: slice 0
             gap = heights[kk] - heights[k0]
             w = np.where(gap > 0, (h - heights[k0]) / np.where(gap > 0, gap, 1.0), 0.0)
             weights = np.clip(w, 0.0, 1.0).astype(np.float32).reshape(shape)

@@ -479,11 +479,15 @@ def _series_plans(members: list[tuple[Path, str, dict[str, Any]]]) -> list[Image
 
 
 def _unique_names(plans: list[ImagePlan]) -> None:
-    """Several series in one folder: name each after its series number (or UID)."""
-    count: dict[str, int] = defaultdict(int)
-    for plan in plans:
-        count[plan.name] += 1
-    for plan in plans:
-        if count[plan.name] > 1:
-            tag = plan.header["series_number"] or plan.header["series_uid"][-8:] or "x"
-            plan.name = f"{plan.name}/series-{tag}"
+    """Several series in one folder: name each after its series number (and UID if needed)."""
+    for with_uid in (False, True):
+        count: dict[str, int] = defaultdict(int)
+        for plan in plans:
+            count[plan.name] += 1
+        for plan in plans:
+            if count[plan.name] > 1 and plan.kind == "dicom-volume":
+                base = plan.name.split("/series-")[0] if "/series-" in plan.name else plan.name
+                tag = plan.header["series_number"] or "x"
+                if with_uid:
+                    tag = f"{tag}-{plan.header['series_uid'][-8:]}"
+                plan.name = f"{base}/series-{tag}"
