@@ -1,4 +1,5 @@
-"""Deterministic demo data: a synthetic satellite scene as a georeferenced COG.
+"""Deterministic demo data: a synthetic satellite scene as a georeferenced COG, and a synthetic
+CT phantom as a DICOM series (``ct_phantom/``, see ``tileserver.phantom``).
 
 The scene has fields, a river, roads and buildings (rectangles) so that it is worth annotating,
 and the same generator makes the benchmark's large COG.
@@ -110,4 +111,9 @@ def make_demo(folder: Path) -> Path:
     scene = folder / "satellite" / "synthetic_scene.tif"
     if not scene.exists():
         write_cog(scene)
+    phantom = folder / "ct_phantom"
+    if not (phantom / "CT0001.dcm").exists():
+        from tileserver.phantom import DEMO_PHANTOM, write_ct_phantom
+
+        write_ct_phantom(phantom, DEMO_PHANTOM)
     return folder
