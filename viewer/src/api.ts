@@ -1,0 +1,151 @@
+/**
+ * Typed access to the tile server's JSON API (/api/v1). The browser authenticates with the
+ * session cookie that `/?token=…` set, so every request is same-origin with credentials.
+ */
+
+/** One entry of `GET /api/v1/images`. */
+export interface ImageSummary {
+  id: string;
+  name: string;
+  kind: string;
+  width: number;
+  height: number;
+  project: string;
+}
+
+export interface SkippedFile {
+  path: string;
+  reason: string;
+}
+
+export interface ImageList {
+  images: ImageSummary[];
+  /** Files the server could not serve (only filled in for admins). */
+  skipped: SkippedFile[];
+}
+
+export interface CrsInfo {
+  wkt: string;
+  epsg: number | null;
+}
+
+/**
+ * Affine pixel → CRS transform `[a, b, c, d, e, f]` (GDAL/rasterio order):
+ * `x = a*col + b*row + c`, `y = d*col + e*row + f`, with (col, row) measured from the top-left
+ * corner of the top-left pixel.
+ */
+export type GeoTransform = [number, number, number, number, number, number];
+
+/** `[west, south, east, north]` in degrees. */
+export type BoundsWgs84 = [number, number, number, number];
+
+/** `GET /api/v1/images/{id}`: the summary fields plus what drawing and tiling need. */
+export interface ImageDetail {
+  id: string;
+  name: string;
+  kind: string;
+  width: number;
+  height: number;
+  /** Pyramid levels: z = 0 is the coarsest (fits one tile), z = levels - 1 is full resolution. */
+  levels: number;
+  tile_size: number;
+  dtype: string;
+  bands: number;
+  band_names?: string[];
+  default_rescale?: [number, number][];
+  nodata?: number | null;
+  crs?: CrsInfo | null;
+  transform?: GeoTransform | null;
+  bounds_wgs84?: BoundsWgs84 | null;
+  warnings?: string[];
+}
+
+/** A georeferenced image: the fields that make it so are present. */
+export interface GeoImageDetail extends ImageDetail {
+  crs: CrsInfo;
+  transform: GeoTransform;
+}
+
+export function isGeoreferenced(image: ImageDetail): image is GeoImageDetail {
+  return image.crs != null && Array.isArray(image.transform) && image.transform.length === 6;
+}
+
+/** A non-2xx answer; `code` and `message` come from the server's JSON error body when present. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+
+  get unauthorized(): boolean {
+    return this.status === 401;
+  }
+}
+
+const API_ROOT = '/api/v1';
+
+async function errorFrom(response: Response): Promise<ApiError> {
+  let code = 'http_error';
+  let message = `${response.status} ${response.statusText}`.trim();
+  try {
+    const body: unknown = await response.json();
+    if (body && typeof body === 'object') {
+      const { error, message: text } = body as { error?: unknown; message?: unknown };
+      if (typeof error === 'string') code = error;
+      if (typeof text === 'string') message = text;
+    }
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ApiError(response.status, code, message);
+}
+
+async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+  const response = await fetch(`${API_ROOT}${path}`, {
+    credentials: 'same-origin',
+    headers: { Accept: 'application/json' },
+    signal: signal ?? null,
+  });
+  if (!response.ok) throw await errorFrom(response);
+  return (await response.json()) as T;
+}
+
+export function listImages(signal?: AbortSignal): Promise<ImageList> {
+  return getJson<ImageList>('/images', signal);
+}
+
+export function getImage(id: string, signal?: AbortSignal): Promise<ImageDetail> {
+  return getJson<ImageDetail>(`/images/${encodeURIComponent(id)}`, signal);
+}
+
+/** Rendering options sent as tile query parameters. */
+export interface TileOptions {
+  /** 1-based band numbers: one (grey) or three (r, g, b). */
+  bands?: number[] | undefined;
+  /** Input value range stretched to 0..255. */
+  rescale?: [number, number] | undefined;
+}
+
+export function tileQuery(options: TileOptions): string {
+  // Values are plain numbers: keep the commas readable (bands=4,3,2) rather than %2C.
+  const parts: string[] = [];
+  if (options.bands && options.bands.length > 0) parts.push(`bands=${options.bands.join(',')}`);
+  if (options.rescale) parts.push(`rescale=${options.rescale[0]},${options.rescale[1]}`);
+  return parts.length > 0 ? `?${parts.join('&')}` : '';
+}
+
+/** URL of one native pyramid tile. */
+export function tileUrl(
+  imageId: string,
+  z: number,
+  x: number,
+  y: number,
+  options: TileOptions = {},
+): string {
+  return `${API_ROOT}/images/${encodeURIComponent(imageId)}/tiles/${z}/${x}/${y}.png${tileQuery(options)}`;
+}

@@ -1,0 +1,70 @@
+/**
+ * The image's own pixel space as an OpenLayers projection and tile grid.
+ *
+ * Map coordinates are image pixels with the y axis flipped: map `[x, y]` is pixel
+ * `(col = x, row = -y)`, so the image covers `[0, -height, width, 0]` and its top-left corner
+ * is the origin. Keeping pixels as map units lets annotations be stored in image pixels later
+ * without any reprojection.
+ */
+import type { Coordinate } from 'ol/coordinate';
+import type { Extent } from 'ol/extent';
+import Projection from 'ol/proj/Projection';
+import TileGrid from 'ol/tilegrid/TileGrid';
+
+import type { ImageDetail } from '../api';
+import { metersPerPixel } from './georef';
+
+type ImageShape = Pick<ImageDetail, 'id' | 'width' | 'height' | 'levels' | 'tile_size'>;
+
+/** Pixel position with the origin at the top-left corner of the top-left pixel. */
+export interface PixelPoint {
+  col: number;
+  row: number;
+}
+
+export function imageExtent(image: Pick<ImageDetail, 'width' | 'height'>): Extent {
+  return [0, -image.height, image.width, 0];
+}
+
+export function toPixel(coordinate: Coordinate): PixelPoint {
+  return { col: coordinate[0] ?? NaN, row: -(coordinate[1] ?? NaN) };
+}
+
+export function toMapCoordinate(point: PixelPoint): Coordinate {
+  return [point.col, -point.row];
+}
+
+/**
+ * One projection per image (its code carries the id, so OL's projection cache never mixes two
+ * images). For projected images the point resolution is the pixel size in metres, which is what
+ * the scale line shows; otherwise there is no ground unit.
+ */
+export function pixelProjection(image: ImageDetail): Projection {
+  const pixelSize = metersPerPixel(image);
+  return new Projection({
+    code: `tessera-pixels:${image.id}`,
+    units: 'pixels',
+    extent: imageExtent(image),
+    ...(pixelSize !== null
+      ? { getPointResolution: (resolution: number) => resolution * pixelSize }
+      : {}),
+  });
+}
+
+/** Resolutions (image pixels per screen pixel) of the native pyramid, coarsest first. */
+export function pyramidResolutions(levels: number): number[] {
+  return Array.from({ length: levels }, (_, z) => 2 ** (levels - 1 - z));
+}
+
+/**
+ * The server's native pyramid: z = 0 is the coarsest level, z = levels - 1 full resolution,
+ * tiles counted from the top-left corner (x right, y down), `tile_size` px each.
+ */
+export function pyramidTileGrid(image: ImageShape): TileGrid {
+  return new TileGrid({
+    origin: [0, 0],
+    extent: imageExtent(image),
+    resolutions: pyramidResolutions(image.levels),
+    tileSize: image.tile_size,
+  });
+}
