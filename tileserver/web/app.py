@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import tornado.routing
 import tornado.web
 
+from tileserver.web.annotations import (
+    AnnotationHandler,
+    BulkAnnotationsHandler,
+    HistoryHandler,
+    ImageAnnotationsHandler,
+    LabelHandler,
+    LabelsHandler,
+    MemberHandler,
+    MembersHandler,
+    ProjectHandler,
+    ProjectsHandler,
+    SnapshotHandler,
+    SnapshotsHandler,
+    UndoHandler,
+)
 from tileserver.web.handlers import (
     AssetsHandler,
     HealthHandler,
@@ -22,6 +40,28 @@ from tileserver.web.handlers import (
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IMAGE = r"/api/v1/images/([^/]+)"
 TILE = r"/(\d+)/(\d+)/(\d+)\.(png|jpg|jpeg|webp)"
+ANNOTATION = r"/api/v1/annotations/(\d+)"
+PROJECT = r"/api/v1/projects/([^/]+)"
+
+
+def annotation_routes(deps: dict[str, Any]) -> list[tornado.routing.URLSpec]:
+    """Annotations, their history, projects, taxonomies, members and snapshots."""
+    url = tornado.web.url
+    return [
+        url(IMAGE + r"/annotations", ImageAnnotationsHandler, deps, name="annotations"),
+        url(IMAGE + r"/annotations/bulk", BulkAnnotationsHandler, deps, name="annotations_bulk"),
+        url(ANNOTATION, AnnotationHandler, deps, name="annotation"),
+        url(ANNOTATION + r"/history", HistoryHandler, deps, name="annotation_history"),
+        url(ANNOTATION + r"/history/(\d+)/undo", UndoHandler, deps, name="annotation_undo"),
+        url(r"/api/v1/projects", ProjectsHandler, deps, name="projects"),
+        url(PROJECT, ProjectHandler, deps, name="project"),
+        url(PROJECT + r"/labels", LabelsHandler, deps, name="labels"),
+        url(PROJECT + r"/labels/(.+)", LabelHandler, deps, name="label"),
+        url(PROJECT + r"/members", MembersHandler, deps, name="members"),
+        url(PROJECT + r"/members/([^/]+)", MemberHandler, deps, name="member"),
+        url(PROJECT + r"/snapshots", SnapshotsHandler, deps, name="snapshots"),
+        url(PROJECT + r"/snapshots/([^/]+)", SnapshotHandler, deps, name="snapshot"),
+    ]
 
 
 def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
@@ -47,6 +87,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
             {"path": str(ctx.viewer_dir / "assets")},
             name="assets",
         ),
+        *annotation_routes(deps),
     ]
     return tornado.web.Application(
         routes,

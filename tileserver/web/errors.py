@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from annot.errors import AnnotError
+from annot.errors import (
+    AnnotError,
+    BadRequest,
+    Conflict,
+    InvalidGeometry,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+    UnknownLabel,
+    VersionConflict,
+)
 from tileserver.errors import (
     BadParameter,
     ImageNotFound,
@@ -18,6 +28,14 @@ ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
     (BadParameter, 400, "bad_parameter"),
     (UnsupportedFile, 422, "unsupported_file"),
     (ImageReadError, 422, "image_unreadable"),
+    (NotFound, 404, "not_found"),
+    (PermissionDenied, 403, "forbidden"),
+    (VersionConflict, 412, "precondition_failed"),
+    (Conflict, 409, "conflict"),
+    (BadRequest, 400, "bad_request"),
+    (TooLarge, 413, "too_large"),
+    (InvalidGeometry, 422, "invalid_geometry"),
+    (UnknownLabel, 422, "unknown_label"),
     (AnnotError, 422, "invalid"),
 ]
 

@@ -1,0 +1,325 @@
+"""The annotation HTTP API end to end: CRS round trips, ETags, validation, bulk, history, undo,
+projects, snapshots, and the permission matrix of every role and route."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from annot.storage import open_store
+from annot.users import Role
+
+RING = [[100.25, 100.5], [300.75, 110.0], [280.0, 250.125], [120.0, 240.0], [100.25, 100.5]]
+
+
+class Client:
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url
+        self.token = token
+
+    def __call__(self, method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = kw.pop("data", None)
+        if body is not None:
+            data = json.dumps(body)
+        return requests.request(
+            method, self.url + path, data=data, headers=headers, timeout=60, **kw
+        )
+
+
+@pytest.fixture
+def api(geo_dir: Path, serve_dirs, tmp_path: Path):
+    srv = serve_dirs(geo_dir)
+    store = open_store(f"sqlite:///{tmp_path / 'state0' / 'tessera.db'}")
+    clients = {"admin": Client(srv.url, srv.token), "anon": Client(srv.url, None)}
+    for name, role in [("rev", Role.reviewer), ("ann", Role.annotator), ("ann2", Role.annotator)]:
+        _, token = store.add_user(name, role)
+        clients[name] = Client(srv.url, token)
+    store.close()
+    return srv, clients
+
+
+def feature(ring=RING, label="building", **props) -> dict:
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {"label": label, **props},
+    }
+
+
+def same_ring(a, b, tol) -> bool:
+    a, b = np.asarray(a, dtype=float)[:-1], np.asarray(b, dtype=float)[:-1]
+    for cand in (b, b[::-1]):
+        for s in range(len(a)):
+            if len(cand) == len(a) and np.allclose(np.roll(cand, s, axis=0), a, atol=tol, rtol=0):
+                return True
+    return False
+
+
+def test_create_read_in_every_crs_and_query(api) -> None:
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    r = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature())
+    assert r.status_code == 201, r.text
+    created = r.json()
+    aid = created["id"]
+    assert created["properties"]["version"] == 1 and r.headers["ETag"] == '"1"'
+    assert r.headers["Location"] == f"/api/v1/annotations/{aid}"
+    assert same_ring(created["geometry"]["coordinates"][0], RING, 1e-6)
+    px = c["ann"]("GET", f"/api/v1/annotations/{aid}?crs=pixel").json()
+    assert same_ring(px["geometry"]["coordinates"][0], RING, 1e-6)
+    world = c["ann"]("GET", f"/api/v1/annotations/{aid}").json()  # crs defaults to world
+    lon, lat = np.asarray(world["geometry"]["coordinates"][0]).mean(axis=0)
+    assert -79 < lon < -76.5 and 23.5 < lat < 25.6
+    utm = c["ann"]("GET", f"/api/v1/annotations/{aid}?crs=EPSG:32618").json()
+    assert 100_000 < utm["geometry"]["coordinates"][0][0][0] < 400_000
+    # written in WGS84, read back in WGS84 to 1e-9 degree
+    r2 = c["ann"]("POST", f"/api/v1/images/{image}/annotations", world)
+    assert r2.status_code == 201
+    assert same_ring(
+        r2.json()["geometry"]["coordinates"][0], world["geometry"]["coordinates"][0], 1e-9
+    )
+    # queries: a pixel bbox, a WGS84 bbox, pagination
+    hits = c["ann"]("GET", f"/api/v1/images/{image}/annotations?crs=pixel&bbox=0,0,150,150").json()
+    assert {f["id"] for f in hits["features"]} == {aid, r2.json()["id"]}
+    none = c["ann"]("GET", f"/api/v1/images/{image}/annotations?crs=pixel&bbox=500,500,600,600")
+    assert none.json()["features"] == []
+    bbox = f"{lon - 0.01},{lat - 0.01},{lon + 0.01},{lat + 0.01}"
+    assert len(c["ann"]("GET", f"/api/v1/images/{image}/annotations?bbox={bbox}").json()["features"]) == 2
+    page1 = c["ann"]("GET", f"/api/v1/images/{image}/annotations?limit=1").json()
+    assert len(page1["features"]) == 1 and page1["next_cursor"] == str(aid)
+    page2 = c["ann"]("GET", f"/api/v1/images/{image}/annotations?limit=1&cursor={aid}").json()
+    assert [f["id"] for f in page2["features"]] == [r2.json()["id"]]
+    assert c["ann"]("GET", f"/api/v1/images/{image}/annotations?bbox=1,2,3").status_code == 400
+    assert c["ann"]("GET", f"/api/v1/images/{image}/annotations?crs=EPSG:x").status_code == 400
+    assert c["ann"]("GET", f"/api/v1/images/{image}/annotations?slice=3").status_code == 400
+    assert c["ann"]("GET", "/api/v1/images/nope/annotations").status_code == 404
+
+
+def test_if_match_and_concurrent_editors(api) -> None:
+    srv, c = api
+    image = srv.image_id("cog.tif")
+    aid = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature()).json()["id"]
+    path = f"/api/v1/annotations/{aid}?crs=pixel"
+    got = c["ann"]("GET", path)
+    assert got.headers["ETag"] == '"1"'
+    assert c["ann"]("GET", path, headers={"If-None-Match": '"1"'}).status_code == 304
+    moved = feature([[x + 5, y + 5] for x, y in RING])
+    r = c["ann"]("PUT", path, moved, headers={"If-Match": '"1"'})
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"'
+    assert r.json()["properties"]["version"] == 2
+    stale = c["ann"]("PUT", path, feature(), headers={"If-Match": "1"})
+    assert stale.status_code == 412 and stale.json()["error"] == "precondition_failed"
+    # two reviewers edit version 2 at once: exactly one wins
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def edit(who: str, dx: float) -> None:
+        body = feature([[x + dx, y] for x, y in RING])
+        barrier.wait()
+        statuses.append(c[who]("PUT", path, body, headers={"If-Match": '"2"'}).status_code)
+
+    threads = [threading.Thread(target=edit, args=(w, d)) for w, d in (("rev", 1), ("admin", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 412]
+    assert c["ann"]("GET", path).json()["properties"]["version"] == 3
+    assert c["rev"]("DELETE", path, headers={"If-Match": '"2"'}).status_code == 412
+    assert c["rev"]("DELETE", path, headers={"If-Match": '"3"'}).status_code == 204
+    assert c["rev"]("GET", path).status_code == 404
+
+
+def test_invalid_shapes_labels_and_sizes_store_nothing(api) -> None:
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    base = f"/api/v1/images/{image}/annotations"
+    bowtie = feature([[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]])
+    r = c["ann"]("POST", base + "?crs=pixel", bowtie)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "invalid_geometry" and "Self-intersection" in body["reason"]
+    assert body["repair"]["type"] == "MultiPolygon"
+    # the repair is offered in the request's crs and is accepted as it is
+    r = c["ann"]("POST", base + "?crs=pixel", {**bowtie, "geometry": body["repair"]})
+    assert r.status_code == 201, r.text
+    world_bowtie = c["ann"]("POST", base, feature([[-78, 24], [-77, 25], [-77, 24], [-78, 25], [-78, 24]]))
+    assert world_bowtie.status_code == 422 and world_bowtie.json()["repair"]["type"] == "MultiPolygon"
+    outside = c["ann"]("POST", base + "?crs=pixel", feature([[0, 0], [5000, 0], [0, 10], [0, 0]]))
+    assert outside.status_code == 422 and "outside the image" in outside.json()["message"]
+    assert outside.json()["repair"] is not None
+    few = c["ann"]("POST", base + "?crs=pixel", feature([[0, 0], [1, 1], [0, 0]]))
+    assert few.status_code == 422
+    nan = c["ann"]("POST", base + "?crs=pixel", data='{"type": "Feature", "geometry": {"type": "Point", "coordinates": [NaN, 1]}, "properties": {"label": "x"}}')
+    assert nan.status_code == 422
+    assert c["ann"]("POST", base, {"type": "Feature", "geometry": None, "properties": {}}).status_code == 400
+    assert c["ann"]("POST", base, data="{not json").status_code == 400
+    huge = feature(attributes={"pad": "x" * 17_000_000})
+    r = c["ann"]("POST", base + "?crs=pixel", huge)
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert len(c["ann"]("GET", base).json()["features"]) == 1
+    # lock the taxonomy: unknown labels answer 422
+    assert c["admin"]("PATCH", "/api/v1/projects/default", {"locked": True}).status_code == 200
+    r = c["ann"]("POST", base + "?crs=pixel", feature(label="spaceship"))
+    assert r.status_code == 422 and r.json()["error"] == "unknown_label"
+    assert c["ann"]("POST", base + "?crs=pixel", feature(label="building")).status_code == 201
+
+
+def test_bulk_is_all_or_nothing(api) -> None:
+    srv, c = api
+    image = srv.image_id("cog.tif")
+    path = f"/api/v1/images/{image}/annotations/bulk?crs=pixel"
+    good = [feature([[x + i, y] for x, y in RING]) for i in range(50)]
+    bad = [*good, feature([[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]])]
+    r = c["ann"]("POST", path, {"type": "FeatureCollection", "features": bad})
+    assert r.status_code == 422 and r.json()["index"] == 50
+    assert c["ann"]("GET", f"/api/v1/images/{image}/annotations").json()["features"] == []
+    r = c["ann"]("POST", path, {"type": "FeatureCollection", "features": good})
+    assert r.status_code == 201 and r.json()["created"] == 50
+    assert len(c["ann"]("GET", f"/api/v1/images/{image}/annotations").json()["features"]) == 50
+
+
+def test_history_and_undo(api) -> None:
+    srv, c = api
+    image = srv.image_id("cog.tif")
+    aid = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature()).json()["id"]
+    path = f"/api/v1/annotations/{aid}"
+    c["rev"]("PUT", path + "?crs=pixel", feature(label="house"), headers={"If-Match": "1"})
+    history = c["ann"]("GET", path + "/history?crs=pixel").json()["changes"]
+    assert [(h["action"], h["user"]) for h in history] == [("create", "ann"), ("update", "rev")]
+    assert history[1]["before"]["properties"]["label"] == "building"
+    assert same_ring(history[1]["before"]["geometry"]["coordinates"][0], RING, 1e-6)
+    # an annotator may not undo someone else's change; a reviewer may
+    assert c["ann"]("POST", f"{path}/history/{history[1]['id']}/undo").status_code == 403
+    r = c["rev"]("POST", f"{path}/history/{history[1]['id']}/undo?crs=pixel")
+    assert r.status_code == 200 and r.json()["properties"]["label"] == "building"
+    assert r.json()["properties"]["version"] == 3
+    assert c["rev"]("POST", f"{path}/history/{history[0]['id']}/undo").status_code == 409
+    c["ann"]("DELETE", path)
+    last = c["ann"]("GET", path + "/history").json()["changes"][-1]
+    assert last["action"] == "delete"
+    assert c["ann"]("POST", f"{path}/history/{last['id']}/undo").status_code == 200
+    assert c["ann"]("GET", path).status_code == 200
+    assert c["ann"]("POST", f"/api/v1/annotations/999/history/{last['id']}/undo").status_code == 404
+
+
+def test_projects_taxonomy_snapshots(api) -> None:
+    srv, c = api
+    image = srv.image_id("cog.tif")
+    r = c["admin"](
+        "POST",
+        "/api/v1/projects",
+        {
+            "name": "roads",
+            "instructions": "# Roads\nTrace centre lines.",
+            "labels": [
+                {"name": "road/paved", "color": "#ff0000", "kinds": ["polyline"], "code": {"scheme": "SCT", "value": "123", "meaning": "Road"}}
+            ],
+            "locked": True,
+        },
+    )
+    assert r.status_code == 201, r.text
+    p = r.json()
+    assert p["locked"] and {lab["name"] for lab in p["labels"]} == {"road", "road/paved"}
+    paved = next(lab for lab in p["labels"] if lab["name"] == "road/paved")
+    assert paved["parent"] == "road" and paved["kinds"] == ["polyline"] and paved["code"]["value"] == "123"
+    assert c["admin"]("POST", "/api/v1/projects", {"name": "roads"}).status_code == 409
+    assert c["ann"]("GET", "/api/v1/projects/roads").status_code == 403
+    assert [x["name"] for x in c["ann"]("GET", "/api/v1/projects").json()["projects"]] == ["default"]
+    assert c["admin"]("PUT", "/api/v1/projects/roads/members/ann", {"role": "annotator"}).status_code == 200
+    assert c["ann"]("GET", "/api/v1/projects/roads").json()["role"] == "annotator"
+    names = [x["name"] for x in c["ann"]("GET", "/api/v1/projects").json()["projects"]]
+    assert names == ["default", "roads"]
+    members = c["admin"]("GET", "/api/v1/projects/roads/members").json()["members"]
+    assert members == [{"user": "ann", "role": "annotator"}]
+    assert c["admin"]("PUT", "/api/v1/projects/roads/labels/road/dirt", {"color": "#00ff00"}).status_code == 200
+    labels = c["ann"]("GET", "/api/v1/projects/roads/labels").json()["labels"]
+    assert {lab["name"] for lab in labels} == {"road", "road/paved", "road/dirt"}
+    assert c["admin"]("DELETE", "/api/v1/projects/roads/labels/road/dirt").status_code == 204
+    assert c["admin"]("PUT", "/api/v1/projects/roads/labels/x", {"color": "red"}).status_code == 400
+    # snapshots of the default project
+    base = f"/api/v1/images/{image}/annotations?crs=pixel"
+    aid = c["ann"]("POST", base, feature()).json()["id"]
+    snap = c["rev"]("POST", "/api/v1/projects/default/snapshots", {"name": "v1", "description": "first"})
+    assert snap.status_code == 201 and snap.json()["count"] == 1
+    c["ann"]("PUT", f"/api/v1/annotations/{aid}?crs=pixel", feature(label="house"))
+    assert c["rev"]("POST", "/api/v1/projects/default/snapshots", {"name": "v1"}).status_code == 409
+    frozen = c["ann"]("GET", "/api/v1/projects/default/snapshots/v1?crs=pixel").json()
+    assert [f["properties"]["label"] for f in frozen["features"]] == ["building"]
+    assert same_ring(frozen["features"][0]["geometry"]["coordinates"][0], RING, 1e-6)
+    listed = c["ann"]("GET", "/api/v1/projects/default/snapshots").json()["snapshots"]
+    assert [s["name"] for s in listed] == ["v1"]
+    assert c["ann"]("GET", "/api/v1/projects/default/snapshots/v9").status_code == 404
+
+
+def test_permission_matrix(api) -> None:
+    """Every role against every route: the expected status, or a list of what differed."""
+    srv, c = api
+    image = srv.image_id("cog.tif")
+    c["admin"]("POST", "/api/v1/projects", {"name": "secret"})
+    own: dict[str, int] = {}
+
+    def fresh(author: str = "ann") -> int:
+        r = c[author]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature())
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+    def last_change(aid: int) -> int:
+        return int(c["admin"]("GET", f"/api/v1/annotations/{aid}/history").json()["changes"][-1]["id"])
+
+    A, R, N, N2 = "admin", "rev", "ann", "ann2"
+    every = {A, R, N, N2}
+    cases: list[tuple[str, Any, set[str], int]] = [
+        # (name, request maker(role) -> response, roles allowed, success status)
+        ("list annotations", lambda who: c[who]("GET", f"/api/v1/images/{image}/annotations"), every, 200),
+        ("create", lambda who: c[who]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature()), every, 201),
+        ("create accepted", lambda who: c[who]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature(status="accepted")), {A, R}, 201),
+        ("bulk", lambda who: c[who]("POST", f"/api/v1/images/{image}/annotations/bulk?crs=pixel", {"type": "FeatureCollection", "features": [feature()]}), every, 201),
+        ("get", lambda who: c[who]("GET", f"/api/v1/annotations/{own.setdefault('g', fresh())}"), every, 200),
+        ("put ann's", lambda who: c[who]("PUT", f"/api/v1/annotations/{fresh()}?crs=pixel", feature()), {A, R, N}, 200),
+        ("annotator accepts", lambda who: c[who]("PUT", f"/api/v1/annotations/{fresh()}?crs=pixel", feature(status="accepted")), {A, R}, 200),
+        ("delete ann's", lambda who: c[who]("DELETE", f"/api/v1/annotations/{fresh()}"), {A, R, N}, 204),
+        ("history", lambda who: c[who]("GET", f"/api/v1/annotations/{own.setdefault('h', fresh())}/history"), every, 200),
+        ("undo ann's change", lambda who: c[who]("POST", f"/api/v1/annotations/{(a := fresh())}/history/{last_change(a)}/undo"), {A, R, N}, 204),
+        ("list projects", lambda who: c[who]("GET", "/api/v1/projects"), every, 200),
+        ("create project", lambda who: c[who]("POST", "/api/v1/projects", {"name": f"p-{who}"}), {A}, 201),
+        ("get default", lambda who: c[who]("GET", "/api/v1/projects/default"), every, 200),
+        ("get secret", lambda who: c[who]("GET", "/api/v1/projects/secret"), {A}, 200),
+        ("patch default", lambda who: c[who]("PATCH", "/api/v1/projects/default", {"instructions": "x"}), {A}, 200),
+        ("labels", lambda who: c[who]("GET", "/api/v1/projects/default/labels"), every, 200),
+        ("add label", lambda who: c[who]("POST", "/api/v1/projects/default/labels", {"name": f"l-{who}"}), {A}, 201),
+        ("put label", lambda who: c[who]("PUT", "/api/v1/projects/default/labels/tree", {"color": "#00aa00"}), {A}, 200),
+        ("delete label", lambda who: c[who]("DELETE", f"/api/v1/projects/default/labels/{_label(c, who)}"), {A}, 204),
+        ("members", lambda who: c[who]("GET", "/api/v1/projects/default/members"), {A, R}, 200),
+        ("set member", lambda who: c[who]("PUT", "/api/v1/projects/secret/members/ann2", {"role": "reviewer"}), {A}, 200),
+        ("remove member", lambda who: c[who]("DELETE", "/api/v1/projects/secret/members/ann2"), {A}, 204),
+        ("snapshots", lambda who: c[who]("GET", "/api/v1/projects/default/snapshots"), every, 200),
+        ("take snapshot", lambda who: c[who]("POST", "/api/v1/projects/default/snapshots", {"name": f"s-{who}"}), {A, R}, 201),
+        ("secret snapshots", lambda who: c[who]("GET", "/api/v1/projects/secret/snapshots"), {A}, 200),
+    ]
+    wrong = []
+    for name, make, allowed, ok in cases:
+        for who in (A, R, N, N2):
+            status = make(who).status_code
+            expected = ok if who in allowed else 403
+            if status != expected:
+                wrong.append(f"{name} as {who}: {status}, expected {expected}")
+        anon = make("anon").status_code if name not in ("put ann's", "delete ann's", "undo ann's change", "annotator accepts") else 401
+        if anon != 401:
+            wrong.append(f"{name} without a token: {anon}")
+    assert wrong == []
+
+
+def _label(c, who: str) -> str:
+    name = f"del-{who}"
+    c["admin"]("POST", "/api/v1/projects/default/labels", {"name": name})
+    return name

@@ -1,0 +1,643 @@
+"""Handlers for annotations, their history, projects, taxonomies, members and snapshots.
+
+Thin: check the role, parse, call the store (in the executor: it blocks), write JSON. All
+geometry work lives in ``annot`` (``annot.features`` converts GeoJSON in any ``crs``).
+
+Roles are per project (``annot.taxonomy.effective_role``): global admins are admins everywhere,
+an explicit membership counts, and everyone is a member of ``default`` with their global role.
+Annotators create, and edit or delete only their own annotations, never setting ``accepted`` or
+``rejected``; reviewers edit anything and take snapshots; project admins edit the taxonomy, the
+instructions, the lock and the members; only global admins create projects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import numpy as np
+import shapely
+from tornado.ioloop import IOLoop
+
+from annot.errors import (
+    BadRequest,
+    InvalidGeometry,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+    ValidationError,
+)
+from annot.features import (
+    content_from_feature,
+    features_json,
+    properties,
+    repair_json,
+    view_features,
+)
+from annot.frames import PIXEL, WORLD, ImageFrame, VolumeFrame, frame_from_metadata, parse_crs
+from annot.geometry import map_coords
+from annot.model import Annotation, Content, Plane, Status
+from annot.storage import Region
+from annot.taxonomy import DEFAULT_PROJECT, Label, Project, at_least, effective_role
+from annot.users import Role
+from tileserver.web.errors import status_for
+from tileserver.web.handlers import BaseHandler
+
+T = TypeVar("T")
+
+MAX_FEATURE_BYTES = 16 * 1024 * 1024
+MAX_BULK_FEATURES = 200_000
+DEFAULT_LIMIT = 1000
+REVIEW_STATUSES = {Status.accepted, Status.rejected}
+EDGE_POINTS = 32  # points per bbox edge when a bbox is reprojected
+
+
+_FRAMES: dict[tuple[str, str], ImageFrame] = {}
+
+
+def _frame(image_id: str, version: str, source: Any) -> ImageFrame:
+    """The image's frame, cached per image id and file version."""
+    key = (image_id, version)
+    hit = _FRAMES.get(key)
+    if hit is not None:
+        return hit
+    info = source.info
+    sop_uids: list[str] = []
+    for f in getattr(source, "frames", None) or []:
+        fields = getattr(f, "fields", None)
+        uid = fields.get("sop_instance") if isinstance(fields, dict) else None
+        sop_uids.append(str(uid) if uid else "")
+    frame = frame_from_metadata(info.width, info.height, info.extra, sop_uids)
+    if len(_FRAMES) > 1024:
+        _FRAMES.clear()
+    _FRAMES[key] = frame
+    return frame
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``"3"``, ``W/"3"`` or ``3`` -> 3; None when absent; ``*`` means any version."""
+    if value is None or value.strip() == "*":
+        return None
+    v = value.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    v = v.strip('"')
+    if not v.isdigit():
+        raise BadRequest(f'If-Match must be the annotation\'s ETag ("3") or version, not {value!r}')
+    return int(v)
+
+
+def parse_feature(data: Any, frame: ImageFrame, crs: str) -> Content:
+    """Content from a Feature; an invalid shape's error carries its repair in ``crs``."""
+    try:
+        return content_from_feature(data, frame, crs)
+    except InvalidGeometry as exc:
+        plane_slice = None
+        props = data.get("properties") if isinstance(data, dict) else None
+        if isinstance(frame, VolumeFrame) and isinstance(props, dict):
+            try:
+                plane = Plane(props.get("plane") or frame.default_plane)
+                plane_slice = (plane, int(props["slice"]))
+            except (KeyError, ValueError, TypeError):
+                plane_slice = None
+        exc.details["repair"] = repair_json(exc, frame, crs, plane_slice)
+        raise
+
+
+class AnnotBaseHandler(BaseHandler):
+    """Role checks, JSON bodies, the image frame, and error bodies with details."""
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await IOLoop.current().run_in_executor(
+            self.ctx.executor, partial(fn, *args, **kwargs)
+        )
+
+    def body_json(self, limit: int = MAX_FEATURE_BYTES) -> Any:
+        body = self.request.body
+        if len(body) > limit:
+            raise TooLarge(f"the body is {len(body)} bytes; at most {limit} are accepted here")
+        if not body:
+            raise BadRequest("a JSON body is required")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+    def crs(self) -> str:
+        return parse_crs(self.get_query_argument("crs", None))
+
+    def frame(self, image_id: str) -> ImageFrame:
+        source = self.ctx.catalog.get(image_id)
+        return _frame(image_id, source.info.version, source)
+
+    def project_of_image(self, image_id: str) -> str:
+        self.ctx.catalog.get(image_id)
+        return DEFAULT_PROJECT  # every image is in the default project for now
+
+    def role_in(self, project: str) -> Role | None:
+        user = self.current_user
+        membership = None if user.is_admin else self.ctx.store.membership(project, user.id)
+        return effective_role(user, project, membership)
+
+    def require(self, project: str, needed: Role) -> Role:
+        role = self.role_in(project)
+        if role is None:
+            raise PermissionDenied(f"you are not a member of project {project!r}")
+        if not at_least(role, needed):
+            raise PermissionDenied(
+                f"this needs the {needed.value} role in project {project!r}; you are {role.value}"
+            )
+        return role
+
+    def check_edit(self, role: Role, current: Annotation | None, content: Content | None) -> None:
+        """Annotators touch only their own work and never review it."""
+        if at_least(role, Role.reviewer):
+            return
+        if current is not None and current.author != self.current_user.name:
+            raise PermissionDenied("annotators may change only their own annotations")
+        if content is not None and content.status in REVIEW_STATUSES:
+            raise PermissionDenied("only reviewers may set the status accepted or rejected")
+
+    def write_feature(self, a: Annotation, frame: ImageFrame, crs: str, status: int = 200) -> None:
+        self.set_header("ETag", f'"{a.version}"')
+        self.set_status(status)
+        self.set_header("Content-Type", "application/geo+json; charset=utf-8")
+        self.finish(features_json([a], frame, crs)[0])
+
+    def write_collection(self, texts: list[str], extra: dict[str, Any] | None = None) -> None:
+        self.set_header("Content-Type", "application/geo+json; charset=utf-8")
+        tail = "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in (extra or {}).items())
+        self.finish('{"type":"FeatureCollection","features":[' + ",".join(texts) + "]" + tail + "}")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ValidationError) and exc.details:
+            mapped = status_for(exc)
+            if mapped is not None:
+                status, code = mapped
+                self.set_status(status)
+                self.clear_header("ETag")
+                self.set_header("Content-Type", "application/json; charset=utf-8")
+                payload = {**exc.details, "error": code, "message": str(exc)}
+                self.finish(json.dumps(payload, default=str))
+                return
+        super().write_error(status_code, **kwargs)
+
+
+def _int_arg(value: str | None, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+def _numbers(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise BadRequest(f"{name} must be comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise BadRequest(f"{name} must be finite numbers")
+    return values
+
+
+def region_2d(frame: ImageFrame, crs: str, bbox: list[float]) -> Region:
+    """A 2D bbox in ``crs`` as a region of the storage frame (reprojected edges densified)."""
+    if len(bbox) != 4:
+        raise BadRequest("bbox has 4 numbers: minx,miny,maxx,maxy")
+    x0, y0, x1, y1 = bbox
+    if x1 < x0 or y1 < y0:
+        raise BadRequest("bbox must be minx,miny,maxx,maxy with min <= max")
+    box = shapely.box(x0, y0, x1, y1)
+    if crs == PIXEL:
+        shape = map_coords(box, frame.pixel_to_world, 2)
+    else:
+        dense = shapely.segmentize(box, max(x1 - x0, y1 - y0, 1e-12) / EDGE_POINTS)
+        shape = map_coords(dense, lambda c: frame.crs_to_world(crs, c), 2)
+    minx, miny, maxx, maxy = shape.bounds
+    return Region((minx, miny, maxx, maxy, 0.0, 0.0), shape)
+
+
+class ImageAnnotationsHandler(AnnotBaseHandler):
+    """GET (query) and POST (create one) the annotations of an image."""
+
+    async def get(self, image_id: str) -> None:
+        project = self.project_of_image(image_id)
+        self.require(project, Role.annotator)
+        frame = self.frame(image_id)
+        crs = self.crs()
+        limit = _int_arg(self.get_query_argument("limit", None), "limit", DEFAULT_LIMIT)
+        after = _int_arg(self.get_query_argument("cursor", None), "cursor", 0)
+        bbox_arg = self.get_query_argument("bbox", None)
+        slice_arg = self.get_query_argument("slice", None)
+        plane_arg = self.get_query_argument("plane", None)
+        is_volume = isinstance(frame, VolumeFrame)
+        if (slice_arg is not None or plane_arg is not None) and not is_volume:
+            raise BadRequest("slice and plane apply to volumes only")
+        if is_volume:
+            assert isinstance(frame, VolumeFrame)
+            if slice_arg is not None:
+                await self._slice_view(image_id, frame, crs, slice_arg, plane_arg, after, limit)
+                return
+            if crs == PIXEL and bbox_arg is not None:
+                raise BadRequest("a pixel bbox on a volume needs slice (and plane)")
+        region: Region | None = None
+        if bbox_arg is not None:
+            bbox = _numbers(bbox_arg, "bbox")
+            if is_volume:
+                if len(bbox) != 6:
+                    raise BadRequest("a volume's bbox in world coordinates has 6 numbers")
+                x0, y0, z0, x1, y1, z1 = bbox
+                region = Region((x0, y0, x1, y1, z0, z1))
+            else:
+                region = region_2d(frame, crs, bbox)
+        found = await self.call(self.ctx.store.query, image_id, region, after, limit)
+        texts = await self.call(features_json, found, frame, crs)
+        nxt = str(found[-1].id) if len(found) == limit else None
+        self.write_collection(texts, {"next_cursor": nxt})
+
+    async def _slice_view(
+        self,
+        image_id: str,
+        frame: VolumeFrame,
+        crs: str,
+        slice_arg: str,
+        plane_arg: str | None,
+        after: int,
+        limit: int,
+    ) -> None:
+        try:
+            plane = Plane(plane_arg) if plane_arg else frame.default_plane
+        except ValueError:
+            raise BadRequest("plane must be axial, coronal or sagittal") from None
+        k = _int_arg(slice_arg, "slice", 0)
+        w, h, n = frame.size(plane)
+        if not 0 <= k < n:
+            raise BadRequest(f"slice must be 0..{n - 1} in the {plane.value} plane")
+        bbox_arg = self.get_query_argument("bbox", None)
+        c0, r0, c1, r1 = 0.0, 0.0, float(w), float(h)
+        if bbox_arg is not None:
+            if crs != PIXEL:
+                raise BadRequest("with slice, give bbox in pixel coordinates (crs=pixel)")
+            c0, r0, c1, r1 = region_bbox4(_numbers(bbox_arg, "bbox"))
+        corners = np.array([[c0, r0, k], [c1, r0, k], [c0, r1, k], [c1, r1, k]], dtype=np.float64)
+        world = frame.pixel_to_world(corners, plane)
+        lo, hi = world.min(axis=0) - 1e-3, world.max(axis=0) + 1e-3
+        region = Region((lo[0], lo[1], hi[0], hi[1], lo[2], hi[2]))
+        found = await self.call(self.ctx.store.query, image_id, region, after, limit)
+        texts = await self.call(view_features, found, frame, crs, k, plane)
+        nxt = str(found[-1].id) if len(found) == limit else None
+        self.write_collection(texts, {"next_cursor": nxt})
+
+    async def post(self, image_id: str) -> None:
+        project = self.project_of_image(image_id)
+        role = self.require(project, Role.annotator)
+        frame = self.frame(image_id)
+        crs = self.crs()
+        content = parse_feature(self.body_json(), frame, crs)
+        self.check_edit(role, None, content)
+        (stored,) = await self.call(
+            self.ctx.store.add, image_id, project, [content], self.current_user.name
+        )
+        self.set_header("Location", f"/api/v1/annotations/{stored.id}")
+        self.write_feature(stored, frame, crs, 201)
+
+
+def region_bbox4(b: list[float]) -> tuple[float, float, float, float]:
+    if len(b) != 4:
+        raise BadRequest("bbox has 4 numbers: minx,miny,maxx,maxy")
+    return b[0], b[1], b[2], b[3]
+
+
+class BulkAnnotationsHandler(AnnotBaseHandler):
+    """POST a FeatureCollection: every feature is stored, or none (the first error answers)."""
+
+    async def post(self, image_id: str) -> None:
+        project = self.project_of_image(image_id)
+        role = self.require(project, Role.annotator)
+        frame = self.frame(image_id)
+        crs = self.crs()
+        data = self.body_json(limit=1 << 62)
+        if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+            raise BadRequest("the body must be a GeoJSON FeatureCollection")
+        features = data.get("features")
+        if not isinstance(features, list) or not features:
+            raise BadRequest("features must be a non-empty list")
+        if len(features) > MAX_BULK_FEATURES:
+            raise TooLarge(f"at most {MAX_BULK_FEATURES} features per request")
+
+        def parse_all() -> list[Content]:
+            out = []
+            for n, f in enumerate(features):
+                try:
+                    out.append(parse_feature(f, frame, crs))
+                except ValidationError as exc:
+                    exc.details["index"] = n
+                    raise
+                except BadRequest as exc:
+                    raise BadRequest(f"feature {n}: {exc}") from None
+            return out
+
+        contents = await self.call(parse_all)
+        for c in contents:
+            self.check_edit(role, None, c)
+        stored = await self.call(
+            self.ctx.store.add, image_id, project, contents, self.current_user.name
+        )
+        self.set_status(201)
+        self.write_json({"created": len(stored), "ids": [a.id for a in stored]}, status=201)
+
+
+class AnnotationHandler(AnnotBaseHandler):
+    """GET, PUT (replace, If-Match) and DELETE (If-Match) one annotation."""
+
+    async def _load(self, aid: str) -> tuple[Annotation, Role, ImageFrame]:
+        a = await self.call(self.ctx.store.get, int(aid))
+        role = self.require(a.project, Role.annotator)
+        return a, role, self.frame(a.image_id)
+
+    async def get(self, aid: str) -> None:
+        a, _, frame = await self._load(aid)
+        etag = f'"{a.version}"'
+        inm = self.request.headers.get("If-None-Match")
+        if inm is not None and etag in [v.strip().removeprefix("W/") for v in inm.split(",")]:
+            self.set_header("ETag", etag)
+            self.set_status(304)
+            self.finish()
+            return
+        self.write_feature(a, frame, self.crs())
+
+    async def put(self, aid: str) -> None:
+        current, role, frame = await self._load(aid)
+        crs = self.crs()
+        expected = parse_if_match(self.request.headers.get("If-Match"))
+        content = parse_feature(self.body_json(), frame, crs)
+        self.check_edit(role, current, content)
+        updated = await self.call(
+            self.ctx.store.update, current.id, content, expected, self.current_user.name
+        )
+        self.write_feature(updated, frame, crs)
+
+    async def delete(self, aid: str) -> None:
+        current, role, _ = await self._load(aid)
+        self.check_edit(role, current, None)
+        expected = parse_if_match(self.request.headers.get("If-Match"))
+        await self.call(self.ctx.store.delete, current.id, expected, self.current_user.name)
+        self.set_status(204)
+        self.finish()
+
+
+def change_json(change: Any, frame: ImageFrame | None, crs: str) -> dict[str, Any]:
+    before = None
+    if change.before is not None and frame is not None:
+        before = json.loads(features_json([change.before], frame, crs)[0])
+    return {
+        "id": change.id,
+        "annotation_id": change.annotation_id,
+        "action": change.action.value,
+        "user": change.user,
+        "at": change.at,
+        "version": change.version,
+        "undoes": change.undoes,
+        "before": before,
+    }
+
+
+class HistoryHandler(AnnotBaseHandler):
+    """GET every change of an annotation (also after it was deleted), oldest first."""
+
+    async def get(self, aid: str) -> None:
+        changes = await self.call(self.ctx.store.history, int(aid))
+        self.require(changes[0].project, Role.annotator)
+        try:
+            frame: ImageFrame | None = self.frame(changes[0].image_id)
+        except Exception:
+            frame = None
+        crs = self.crs()
+        self.write_json({"changes": [change_json(c, frame, crs) for c in changes]})
+
+
+class UndoHandler(AnnotBaseHandler):
+    """POST: undo one change (the latest of its annotation); answers the restored Feature, or
+    204 when undoing a creation deleted the annotation."""
+
+    async def post(self, aid: str, change_id: str) -> None:
+        change = await self.call(self.ctx.store.get_change, int(change_id))
+        if change.annotation_id != int(aid):
+            raise NotFound(f"change {change_id} is not a change of annotation {aid}")
+        role = self.require(change.project, Role.annotator)
+        if not at_least(role, Role.reviewer) and change.user != self.current_user.name:
+            raise PermissionDenied("annotators may undo only their own changes")
+        result = await self.call(self.ctx.store.undo, change.id, self.current_user.name)
+        if result is None:
+            self.set_status(204)
+            self.finish()
+            return
+        self.write_feature(result, self.frame(result.image_id), self.crs())
+
+
+# --- projects ----------------------------------------------------------------------------
+
+
+class ProjectsHandler(AnnotBaseHandler):
+    async def get(self) -> None:
+        projects = await self.call(self.ctx.store.list_projects)
+        visible = []
+        for p in projects:
+            role = self.role_in(p.name)
+            if role is not None:
+                visible.append({**p.to_json(), "role": role.value})
+        self.write_json({"projects": visible})
+
+    async def post(self) -> None:
+        if not self.current_user.is_admin:
+            raise PermissionDenied("only admins create projects")
+        data = self.body_json(1 << 20)
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise BadRequest("the body is {'name': ..., 'instructions': markdown, 'labels': [...]}")
+        project = await self.call(
+            self.ctx.store.create_project, data["name"], str(data.get("instructions", ""))
+        )
+        for raw in data.get("labels") or []:
+            project = await self.call(self.ctx.store.put_label, project.name, Label.from_json(raw))
+        if data.get("locked"):
+            project = await self.call(self.ctx.store.update_project, project.name, None, True)
+        self.write_json(project.to_json(), status=201)
+
+
+class ProjectHandler(AnnotBaseHandler):
+    async def get(self, name: str) -> None:
+        project = await self.call(self.ctx.store.get_project, name)
+        role = self.require(name, Role.annotator)
+        self.write_json({**project.to_json(), "role": role.value})
+
+    async def patch(self, name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.admin)
+        data = self.body_json(1 << 20)
+        if not isinstance(data, dict):
+            raise BadRequest("the body is {'instructions': markdown, 'locked': bool}")
+        locked = data.get("locked")
+        if locked is not None and not isinstance(locked, bool):
+            raise BadRequest("locked must be true or false")
+        instructions = data.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise BadRequest("instructions must be a (markdown) string")
+        project: Project = await self.call(
+            self.ctx.store.update_project, name, instructions, locked
+        )
+        self.write_json(project.to_json())
+
+
+class LabelsHandler(AnnotBaseHandler):
+    async def get(self, name: str) -> None:
+        project = await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.annotator)
+        self.write_json({"locked": project.locked, "labels": project.to_json()["labels"]})
+
+    async def post(self, name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.admin)
+        label = Label.from_json(self.body_json(1 << 20))
+        project = await self.call(self.ctx.store.put_label, name, label)
+        self.write_json(project.labels[label.name].to_json(), status=201)
+
+
+class LabelHandler(AnnotBaseHandler):
+    async def put(self, name: str, label_name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.admin)
+        data = self.body_json(1 << 20)
+        if not isinstance(data, dict):
+            raise BadRequest("a label is a JSON object")
+        label = Label.from_json({**data, "name": label_name})
+        project = await self.call(self.ctx.store.put_label, name, label)
+        self.write_json(project.labels[label.name].to_json())
+
+    async def delete(self, name: str, label_name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.admin)
+        await self.call(self.ctx.store.delete_label, name, label_name)
+        self.set_status(204)
+        self.finish()
+
+
+class MembersHandler(AnnotBaseHandler):
+    async def get(self, name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.reviewer)
+        members = await self.call(self.ctx.store.members, name)
+        self.write_json({"members": [{"user": u.name, "role": r.value} for u, r in members]})
+
+
+class MemberHandler(AnnotBaseHandler):
+    async def put(self, name: str, user: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.admin)
+        data = self.body_json(1 << 16)
+        try:
+            role = Role(data["role"])
+        except (KeyError, TypeError, ValueError):
+            raise BadRequest("the body is {'role': 'annotator' | 'reviewer' | 'admin'}") from None
+        await self.call(self.ctx.store.set_member, name, user, role)
+        self.write_json({"user": user, "role": role.value})
+
+    async def delete(self, name: str, user: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.admin)
+        await self.call(self.ctx.store.set_member, name, user, None)
+        self.set_status(204)
+        self.finish()
+
+
+def storage_features_json(items: list[Annotation]) -> list[str]:
+    out = []
+    for a in items:
+        geom = a.content.geometry
+        g = shapely.to_geojson(geom) if geom is not None else "null"
+        props = json.dumps({**properties(a), "crs": "storage"}, allow_nan=False)
+        out.append(f'{{"type":"Feature","id":{a.id},"geometry":{g},"properties":{props}}}')
+    return out
+
+
+def snapshot_json(s: Any) -> dict[str, Any]:
+    return {
+        "project": s.project,
+        "name": s.name,
+        "created_by": s.created_by,
+        "created_at": s.created_at,
+        "count": s.count,
+        "description": s.description,
+    }
+
+
+class SnapshotsHandler(AnnotBaseHandler):
+    async def get(self, name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.annotator)
+        snaps = await self.call(self.ctx.store.list_snapshots, name)
+        self.write_json({"snapshots": [snapshot_json(s) for s in snaps]})
+
+    async def post(self, name: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.reviewer)
+        data = self.body_json(1 << 16)
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise BadRequest("the body is {'name': ..., 'description': ...}")
+        snap = await self.call(
+            self.ctx.store.create_snapshot,
+            name,
+            data["name"],
+            self.current_user.name,
+            str(data.get("description", "")),
+        )
+        self.write_json(snapshot_json(snap), status=201)
+
+
+class SnapshotHandler(AnnotBaseHandler):
+    """GET a snapshot's annotations as a FeatureCollection (``crs``; paginated)."""
+
+    async def get(self, name: str, snapshot: str) -> None:
+        await self.call(self.ctx.store.get_project, name)
+        self.require(name, Role.annotator)
+        crs = self.crs()
+        limit = _int_arg(self.get_query_argument("limit", None), "limit", DEFAULT_LIMIT)
+        after = _int_arg(self.get_query_argument("cursor", None), "cursor", 0)
+        found = await self.call(self.ctx.store.snapshot_annotations, name, snapshot, after, limit)
+        by_image: dict[str, list[Annotation]] = {}
+        for a in found:
+            by_image.setdefault(a.image_id, []).append(a)
+        text_of: dict[int, str] = {}
+        for image_id, items in by_image.items():
+            if image_id in self.ctx.catalog.images:
+                texts = features_json(items, self.frame(image_id), crs)
+            else:  # the image is gone: its annotations in their storage frame
+                texts = storage_features_json(items)
+            text_of.update(zip((a.id for a in items), texts, strict=True))
+        texts = [text_of[a.id] for a in found]
+        nxt = str(found[-1].id) if len(found) == limit else None
+        self.write_collection(texts, {"snapshot": snapshot, "next_cursor": nxt})
+
+
+__all__ = [
+    "WORLD",
+    "AnnotationHandler",
+    "BulkAnnotationsHandler",
+    "HistoryHandler",
+    "ImageAnnotationsHandler",
+    "LabelHandler",
+    "LabelsHandler",
+    "MemberHandler",
+    "MembersHandler",
+    "ProjectHandler",
+    "ProjectsHandler",
+    "SnapshotHandler",
+    "SnapshotsHandler",
+    "UndoHandler",
+]
