@@ -26,6 +26,12 @@ from tileserver.web.params import parse_tile_coords, parse_tile_options
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "tessera_session"
+SIGNIN_FAILED_PAGE = (
+    "<!doctype html><title>Tessera: sign-in failed</title>"
+    "<p>This sign-in address has an unknown or expired token. Use the address printed by "
+    "<code>tessera serve</code>, or ask an admin for a token "
+    "(<code>tessera user add NAME</code>).</p>"
+)
 TOKEN_CACHE_SECONDS = 30.0
 TILE_CACHE_CONTROL = "private, max-age=3600"
 
@@ -263,7 +269,10 @@ class ViewerHandler(BaseHandler):
         token = self.get_query_argument("token", None)
         if token is not None:
             if self.ctx.user_for_token(token) is None:
-                raise tornado.web.HTTPError(401)
+                self.set_status(401)
+                self.set_header("Content-Type", "text/html; charset=utf-8")
+                self.finish(SIGNIN_FAILED_PAGE)
+                return
             self.set_signed_cookie(
                 SESSION_COOKIE, token, expires_days=30, httponly=True, samesite="Strict"
             )
@@ -272,7 +281,7 @@ class ViewerHandler(BaseHandler):
         index = self.ctx.viewer_dir / "index.html"
         if not index.is_file():
             raise tornado.web.HTTPError(
-                404, "the viewer is not built: run 'bash scripts/setup.sh' (it runs npm build)"
+                404, "the viewer is not built: run 'cd viewer && npm ci && npm run build'"
             )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
@@ -293,7 +302,13 @@ class SessionHandler(BaseHandler):
 
 
 class AssetsHandler(tornado.web.StaticFileHandler):
-    """The viewer's built assets; odd paths answer 404, never 500."""
+    """The viewer's built assets; odd paths answer 404, never 500.
+
+    Asset names carry a content hash, so they are cached for good.
+    """
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", "public, max-age=31536000, immutable")
 
     async def get(self, path: str, include_body: bool = True) -> None:
         if "\x00" in path or "\\" in path or any(p in ("", ".", "..") for p in path.split("/")):
