@@ -64,7 +64,7 @@ CT_PRESETS: tuple[tuple[str, float, float], ...] = (
     ("soft_tissue", 40.0, 400.0),
     ("liver", 60.0, 150.0),
 )
-SLICE_CACHE_BYTES = 96 * 1024 * 1024
+SLICE_CACHE_BYTES = 256 * 1024 * 1024  # decoded slices kept per process, all images together
 CACHE_FOLDER = "dicom-cache"
 INTERPOLATION = "linear along the slice axis, nearest in-plane"
 
@@ -111,6 +111,41 @@ class VolumeInfo(ImageInfo):
         return out
 
 
+class SliceCache:
+    """A process-wide LRU of decoded slices, bounded in bytes, keyed by (image, slice)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[tuple[int, int], npt.NDArray[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> npt.NDArray[Any] | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[int, int], values: npt.NDArray[Any]) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = values
+            self.size += values.nbytes
+            while self.size > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.size -= old.nbytes
+
+    def drop(self, owner: int) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == owner]:
+                self.size -= self._items.pop(key).nbytes
+
+
+SLICES = SliceCache(SLICE_CACHE_BYTES)
+
+
 def _values_dtype(plan: ImagePlan) -> np.dtype[Any]:
     """int16 when slope 1 and an integral intercept keep every possible value in range."""
     rec = plan.header
@@ -154,9 +189,6 @@ class DicomSource:
         self.modality = rec["modality"]
         self.dtype = _values_dtype(plan)
         self.cache_dir = cache_dir
-        self._lock = threading.Lock()
-        self._slices: OrderedDict[int, npt.NDArray[Any]] = OrderedDict()
-        self._slices_bytes = 0
         self._vol_lock = threading.Lock()
         self._vol: npt.NDArray[Any] | None = None
         first = self.frames[0].fields
@@ -318,19 +350,11 @@ class DicomSource:
         if self._vol is not None:
             stored: npt.NDArray[Any] = self._vol[k]
             return stored
-        with self._lock:
-            hit = self._slices.get(k)
-            if hit is not None:
-                self._slices.move_to_end(k)
-                return hit
+        hit = SLICES.get((id(self), k))
+        if hit is not None:
+            return hit
         values = self._decode(k)
-        with self._lock:
-            if k not in self._slices:
-                self._slices[k] = values
-                self._slices_bytes += values.nbytes
-                while self._slices_bytes > SLICE_CACHE_BYTES and len(self._slices) > 1:
-                    _, old = self._slices.popitem(last=False)
-                    self._slices_bytes -= old.nbytes
+        SLICES.put((id(self), k), values)
         return values
 
     def _cache_path(self) -> Path | None:
@@ -360,9 +384,7 @@ class DicomSource:
                 except (OSError, ValueError) as exc:
                     log.warning("volume cache %s unreadable (%s): rebuilding it", path, exc)
             self._vol = self._build_volume(path, shape)
-            with self._lock:
-                self._slices.clear()
-                self._slices_bytes = 0
+            SLICES.drop(id(self))
             return self._vol
 
     def _build_volume(self, path: Path | None, shape: tuple[int, ...]) -> npt.NDArray[Any]:
@@ -546,9 +568,7 @@ class DicomSource:
         return out
 
     def close(self) -> None:
-        with self._lock:
-            self._slices.clear()
-            self._slices_bytes = 0
+        SLICES.drop(id(self))
         with self._vol_lock:
             self._vol = None
 
