@@ -21,11 +21,14 @@ from annot.errors import Conflict, NotFound, VersionConflict
 from annot.model import Action, Annotation, Change, Content, Snapshot
 from annot.storage.base import (
     ANNOTATION_COLUMNS,
+    BOUND_KEYS,
+    CONTENT_KEYS,
     Region,
     annotation_to_record,
     check_page,
     decode_rows,
     encode_content,
+    encode_many,
     label_columns,
     label_from_row,
     make_change,
@@ -143,8 +146,6 @@ CREATE TABLE IF NOT EXISTS snapshot_annotations (
 SELECT_COLUMNS = ANNOTATION_COLUMNS.replace(" geom,", " ST_AsBinary(geom),")
 CHANGE_COLUMNS = 'id, annotation_id, image_id, project, action, "user", at, version, before, undoes'
 SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
-CONTENT_KEYS = ("kind", "label", "geom", "mask", "keypoints", "attributes", "placement", "status")
-BOUND_KEYS = ("minx", "miny", "maxx", "maxy", "minz", "maxz")
 COPY_COLUMNS = (
     "id, image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
     "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz"
@@ -406,8 +407,7 @@ class PostgisStore:
             ).fetchall()
             ids = [int(r[0]) for r in rows]
         values = []
-        for aid, content in zip(ids, contents, strict=True):
-            cols = encode_content(content)
+        for aid, cols in zip(ids, encode_many(contents), strict=True):
             geom = cols["geom"]
             values.append(
                 (

@@ -23,11 +23,14 @@ from annot.errors import Conflict, NotFound, VersionConflict
 from annot.model import Action, Annotation, Change, Content, Snapshot
 from annot.storage.base import (
     ANNOTATION_COLUMNS,
+    BOUND_KEYS,
+    CONTENT_KEYS,
     Region,
     annotation_to_record,
     check_page,
     decode_rows,
     encode_content,
+    encode_many,
     label_columns,
     label_from_row,
     make_change,
@@ -146,8 +149,6 @@ INSERT_COLUMNS = (
 )
 CHANGE_COLUMNS = "id, annotation_id, image_id, project, action, user, at, version, before, undoes"
 SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
-CONTENT_KEYS = ("kind", "label", "geom", "mask", "keypoints", "attributes", "placement", "status")
-BOUND_KEYS = ("minx", "miny", "maxx", "maxy", "minz", "maxz")
 
 
 class SqliteStore:
@@ -395,34 +396,38 @@ class SqliteStore:
     ) -> list[int]:
         key = self._image_key(conn, image_id)
         author, created_at, version = meta or (user, at, 1)
-        out: list[int] = []
-        sql = f"INSERT INTO annotations ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 21)})"
-        sql_id = f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+        if ids is None:  # the write lock is held: the next ids are ours
+            row = conn.execute(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence "
+                "WHERE name = 'annotations'), 0), coalesce((SELECT max(id) FROM annotations), 0))"
+            ).fetchone()
+            first = int(row[0]) + 1
+            ids = list(range(first, first + len(contents)))
+        rows: list[tuple[Any, ...]] = []
         rtree: list[tuple[Any, ...]] = []
-        for n, content in enumerate(contents):
-            cols = encode_content(content)
-            values = (
-                image_id,
-                project,
-                *(cols[k] for k in CONTENT_KEYS),
-                author,
-                created_at,
-                user,
-                at,
-                version,
-                *(cols[k] for k in BOUND_KEYS),
+        for aid, cols in zip(ids, encode_many(contents), strict=True):
+            rows.append(
+                (
+                    aid,
+                    image_id,
+                    project,
+                    *(cols[k] for k in CONTENT_KEYS),
+                    author,
+                    created_at,
+                    user,
+                    at,
+                    version,
+                    *(cols[k] for k in BOUND_KEYS),
+                )
             )
-            if ids is not None:
-                conn.execute(sql_id, (ids[n], *values))
-                aid = ids[n]
-            else:
-                aid = int(conn.execute(sql, values).lastrowid or 0)
-            out.append(aid)
             if cols["geom"] is not None:
                 b = [cols[k] for k in BOUND_KEYS]
                 rtree.append((aid, key, key, b[0], b[2], b[1], b[3], b[4], b[5]))
+        conn.executemany(
+            f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 22)})", rows
+        )
         conn.executemany("INSERT INTO annotations_rtree VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rtree)
-        return out
+        return list(ids)
 
     def add(
         self, image_id: str, project: str, contents: Sequence[Content], user: str
