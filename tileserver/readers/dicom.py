@@ -111,6 +111,14 @@ class VolumeInfo(ImageInfo):
         return out
 
 
+def _is_range(idx: npt.NDArray[np.intp]) -> bool:
+    """Evenly spaced increasing indexes (a slice can take them as a view)."""
+    if len(idx) < 2:
+        return len(idx) == 1
+    d = np.diff(idx)
+    return bool(d[0] > 0 and np.all(d == d[0]))
+
+
 class SliceCache:
     """A process-wide LRU of decoded slices, bounded in bytes, keyed by (image, slice)."""
 
@@ -459,6 +467,12 @@ class DicomSource:
         and a validity mask (None when all valid)."""
         if grid is None or grid.is_stored:
             values = self._stored_slice(s)
+            if _is_range(rows) and _is_range(cols):  # a view: no copy
+                step_r = int(rows[1] - rows[0]) if len(rows) > 1 else 1
+                step_c = int(cols[1] - cols[0]) if len(cols) > 1 else 1
+                return values[
+                    rows[0] : rows[-1] + 1 : step_r, cols[0] : cols[-1] + 1 : step_c
+                ], None
             return values[np.ix_(rows, cols)], None
         vol = self.volume()
         assert self.geometry is not None
@@ -521,10 +535,10 @@ class DicomSource:
         values, valid = self.region(grid, s, rows, cols)
         if self.rgb:
             data = np.moveaxis(values, -1, 0)
+        elif self.monochrome1:  # tiles carry negated values (see display_ranges)
+            data = np.negative(values.astype(np.float32))[None]
         else:
-            data = values.astype(np.float32)[None]
-            if self.monochrome1:
-                np.negative(data, out=data)
+            data = values[None]  # int16 or float32: to_uint8 maps either
         if out_w == ts and out_h == ts:
             return Pixels(np.ascontiguousarray(data), valid)
         padded = np.zeros((data.shape[0], ts, ts), dtype=data.dtype)
