@@ -239,11 +239,13 @@ def main() -> int:
             results["ratio_mpix_per_s"] = tess["mpix_per_s"] / orth["mpix_per_s"]
             print(
                 f"tessera axial 256px PNG tiles: {tess['req_per_s']:.1f} req/s, "
-                f"{tess['mpix_per_s']:.1f} Mpx/s (p50 {tess['p50_ms']:.1f} ms, errors {tess['errors']})"
+                f"{tess['mpix_per_s']:.1f} Mpx/s "
+                f"(p50 {tess['p50_ms']:.1f} ms, errors {tess['errors']})"
             )
             print(
                 f"orthanc 512px /rendered PNG:   {orth['req_per_s']:.1f} req/s, "
-                f"{orth['mpix_per_s']:.1f} Mpx/s (p50 {orth['p50_ms']:.1f} ms, errors {orth['errors']})"
+                f"{orth['mpix_per_s']:.1f} Mpx/s "
+                f"(p50 {orth['p50_ms']:.1f} ms, errors {orth['errors']})"
             )
             print(
                 f"ratio: {results['ratio_req_per_s']:.2f}x requests/s, "
@@ -257,20 +259,19 @@ def main() -> int:
                 tessera.base_url, f"/api/v1/images/{image}/tiles/1/0/0.png?plane=coronal", headers
             )
             results["first_coronal_tile_s"] = time.monotonic() - t
+            tile = f"/api/v1/images/{image}/tiles/1"
             cor = [
-                f"/api/v1/images/{image}/tiles/1/{k % 2}/{(k // 2) % 2}.png?plane=coronal&slice={k * 5 % 512}"
+                f"{tile}/{k % 2}/{(k // 2) % 2}.png?plane=coronal&slice={k * 5 % 512}"
                 for k in range(100)
             ]
-            ax = [
-                f"/api/v1/images/{image}/tiles/1/{k % 2}/{(k // 2) % 2}.png?slice={k * 3 % 300}"
-                for k in range(100)
-            ]
+            ax = [f"{tile}/{k % 2}/{(k // 2) % 2}.png?slice={k * 3 % 300}" for k in range(100)]
             p50_sequential(port, cor[:10], headers)  # both workers build/open their cache
             results["p50_coronal_ms"] = p50_sequential(port, cor, headers)
             results["p50_axial_ms"] = p50_sequential(port, ax, headers)
             print(
-                f"first coronal tile (builds the volume cache): {results['first_coronal_tile_s']:.2f} s; "
-                f"p50 coronal {results['p50_coronal_ms']:.2f} ms vs axial {results['p50_axial_ms']:.2f} ms"
+                "first coronal tile (builds the volume cache): "
+                f"{results['first_coronal_tile_s']:.2f} s; p50 coronal "
+                f"{results['p50_coronal_ms']:.2f} ms vs axial {results['p50_axial_ms']:.2f} ms"
             )
         finally:
             for s in reversed(servers):
