@@ -228,3 +228,23 @@ def test_signin_address_sets_a_session_cookie(srv) -> None:
     bad = requests.get(f"{srv.url}/?token=wrong", allow_redirects=False, timeout=10)
     assert bad.status_code == 401 and "tessera_session" not in bad.cookies
     assert "text/html" in bad.headers["Content-Type"] and "tessera serve" in bad.text
+
+
+def test_pixel_value_of_a_geotiff(srv, geo_dir: Path) -> None:
+    import rasterio
+
+    image_id = srv.image_id("cog_scale_epsg4326.tif")
+    r = srv.get(f"/api/v1/images/{image_id}/pixel?col=100.7&row=50.2")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    with rasterio.open(geo_dir / "cog_scale_epsg4326.tif") as ds:
+        raw = ds.read(window=((50, 51), (100, 101)))[:, 0, 0]
+        expected = raw * np.asarray(ds.scales) + np.asarray(ds.offsets)
+        x, y = ds.xy(50, 100)
+    np.testing.assert_allclose(body["value"], expected, rtol=1e-6)
+    np.testing.assert_allclose(body["crs"], [x, y], atol=1e-9)
+    np.testing.assert_allclose(body["lonlat"], [x, y], atol=1e-9)  # EPSG:4326 file
+    for bad in ("col=-1&row=0", "col=5000&row=0", "col=1&row=1&slice=2", "col=1",
+                "col=1&row=1&plane=axial", "col=x&row=1"):
+        r = srv.get(f"/api/v1/images/{image_id}/pixel?{bad}")
+        assert 400 <= r.status_code < 500, (bad, r.status_code)

@@ -311,6 +311,32 @@ class GeoTIFFSource:
         valid[:out_h, :out_w] = True if px.valid is None else px.valid
         return Pixels(data, valid)
 
+    def value_at(
+        self, col: float, row: float, slice_: int | None, plane: str | None
+    ) -> dict[str, Any]:
+        """Every band's value (after scale/offset) of the pixel containing ``(col, row)``."""
+        if slice_ is not None or plane is not None:
+            raise BadParameter("slice and plane do not apply to a 2D image")
+        if not (0 <= col < self.width and 0 <= row < self.height):
+            raise TileOutOfBounds(
+                f"pixel ({col}, {row}) is outside the {self.width}x{self.height} image"
+            )
+        c, r = int(col), int(row)
+        bands = tuple(range(1, self.count + 1))
+        px = self._read(self.levels[0], Window(c, r, 1, 1), bands, (1, 1), with_mask=True)
+        out: dict[str, Any] = {
+            "col": col,
+            "row": row,
+            "value": [float(v) for v in px.data[:, 0, 0]],
+            "valid": bool(px.valid is None or px.valid[0, 0]),
+        }
+        if self.georef is not None:
+            x, y = self.georef.pixel_to_crs(c + 0.5, r + 0.5)
+            lon, lat = self.georef.crs_to_wgs84(x, y)
+            out["crs"] = [float(x), float(y)]
+            out["lonlat"] = [float(lon), float(lat)]
+        return out
+
     def read_mercator_tile(
         self, z: int, x: int, y: int, options: TileOptions, with_mask: bool = True
     ) -> Pixels:

@@ -36,6 +36,7 @@ from tileserver.web.handlers import (
     TileJSONHandler,
     ViewerHandler,
 )
+from tileserver.web.pixel import pixel_routes
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IMAGE = r"/api/v1/images/([^/]+)"
@@ -88,6 +89,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
             name="assets",
         ),
         *annotation_routes(deps),
+        *pixel_routes(deps),
     ]
     return tornado.web.Application(
         routes,

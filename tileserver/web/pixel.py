@@ -26,7 +26,7 @@ class PixelHandler(BaseHandler):
         source = self.ctx.catalog.get(image_id)
         value_at = getattr(source, "value_at", None)
         if value_at is None:
-            raise BadParameter("pixel values are served for DICOM images only")
+            raise BadParameter("pixel values are not available for this image")
         args = self.request.query_arguments
         unknown = sorted(k for k in args if k not in PIXEL_PARAMS and not k.startswith("_"))
         if unknown:
@@ -42,8 +42,9 @@ class PixelHandler(BaseHandler):
         plane = _one(args, "plane")
         if plane is not None and plane not in PLANES:
             raise BadParameter(f"plane must be one of {', '.join(sorted(PLANES))}")
-        if slice_ is not None and "slice" not in source.supported_options:
-            raise BadParameter("slice does not apply to this image")
+        for name, value in (("slice", slice_), ("plane", plane)):
+            if value is not None and name not in source.supported_options:
+                raise BadParameter(f"{name} does not apply to this image")
         result: dict[str, Any] = await IOLoop.current().run_in_executor(
             self.ctx.executor, value_at, col, row, slice_, plane
         )
