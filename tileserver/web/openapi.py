@@ -135,6 +135,25 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": json_ok},
                 }
             },
+            "/api/v1/images/{id}/pixel": {
+                "get": {
+                    "summary": "the value under a pixel (all bands; HU for CT) and its world "
+                    "coordinates (CRS and lon/lat, or patient LPS mm)",
+                    "parameters": [
+                        image_id,
+                        _param("col", "query", {"type": "number"}, "pixel column", True),
+                        _param("row", "query", {"type": "number"}, "pixel row", True),
+                        _param("slice", "query", INT, "volumes: slice index"),
+                        _param(
+                            "plane",
+                            "query",
+                            {"enum": ["axial", "coronal", "sagittal"]},
+                            "volumes: view plane",
+                        ),
+                    ],
+                    "responses": {"200": json_ok},
+                }
+            },
             "/api/v1/images/{id}/tiles/{z}/{x}/{y}.{format}": _tile_path(
                 "native pixel pyramid tile",
                 "z=0 is the coarsest level (whole image in one tile); the highest z is full "
