@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -245,6 +246,11 @@ def properties(a: Annotation) -> dict[str, Any]:
     return props
 
 
+def properties_text(a: Annotation) -> str:
+    """``properties(a)`` as JSON text (stores keep it beside the annotation)."""
+    return dumps(properties(a)).decode()
+
+
 def _to_crs(
     geoms: np.ndarray, frame: ImageFrame, crs: str, planes: Sequence[Plane | None]
 ) -> np.ndarray:
@@ -261,29 +267,202 @@ def _to_crs(
     return out
 
 
-def geometry_json(geoms: np.ndarray) -> list[str]:
-    """GeoJSON geometry text; polygons' exterior rings counter-clockwise (RFC 7946)."""
+_GT = shapely.GeometryType
+_TYPE_NAMES = {
+    _GT.POINT: "Point",
+    _GT.LINESTRING: "LineString",
+    _GT.POLYGON: "Polygon",
+    _GT.MULTIPOINT: "MultiPoint",
+    _GT.MULTILINESTRING: "MultiLineString",
+    _GT.MULTIPOLYGON: "MultiPolygon",
+}
+
+
+def geometry_objects(geoms: np.ndarray) -> list[dict[str, Any] | None]:
+    """GeoJSON geometry objects whose coordinates are NumPy arrays (``dumps`` writes them).
+
+    Polygons' exterior rings are counter-clockwise (RFC 7946). Vectorised per geometry type
+    (``shapely.to_ragged_array``): no Python work per vertex.
+    """
+    out: list[dict[str, Any] | None] = [None] * len(geoms)
     if len(geoms) == 0:
-        return []
-    oriented = shapely.orient_polygons(geoms, exterior_cw=False)
-    return list(shapely.to_geojson(oriented))
+        return out
+    geoms = shapely.orient_polygons(geoms, exterior_cw=False)
+    type_ids = shapely.get_type_id(geoms)
+    for tid in np.unique(type_ids).tolist():
+        idx = np.flatnonzero(type_ids == tid)
+        group = geoms[idx]
+        include_z = bool(shapely.has_z(group).any())
+        name = _TYPE_NAMES.get(_GT(tid))
+        if name is None:
+            for i in idx.tolist():
+                out[i] = json.loads(shapely.to_geojson(geoms[i]))
+            continue
+        _, coords, offsets = shapely.to_ragged_array(group, include_z=include_z)
+        coords = np.ascontiguousarray(coords)
+        if tid == _GT.POINT:
+            for n, i in enumerate(idx.tolist()):
+                out[i] = {"type": name, "coordinates": coords[n]}
+            continue
+        off = [o.tolist() for o in offsets]
+        for n, i in enumerate(idx.tolist()):
+            out[i] = {"type": name, "coordinates": _nest(coords, off, len(off) - 1, n)}
+    return out
+
+
+def _nest(coords: np.ndarray, off: list[list[int]], level: int, n: int) -> Any:
+    """Part ``n`` at offset ``level`` of a ragged array, as nested lists of coordinate arrays."""
+    lo, hi = off[level][n], off[level][n + 1]
+    if level == 0:
+        return coords[lo:hi]
+    return [_nest(coords, off, level - 1, k) for k in range(lo, hi)]
+
+
+def feature_dicts(
+    annotations: Sequence[Annotation], frame: ImageFrame, crs: str
+) -> list[dict[str, Any]]:
+    """Each annotation as a GeoJSON Feature object in ``crs`` (coordinates as NumPy arrays;
+    write them with ``dumps``)."""
+    with_geom = [i for i, a in enumerate(annotations) if a.content.geometry is not None]
+    geoms = np.array([annotations[i].content.geometry for i in with_geom], dtype=object)
+    planes = [(p.plane if (p := annotations[i].content.placement) else None) for i in with_geom]
+    objects = geometry_objects(_to_crs(geoms, frame, crs, planes))
+    geometry: dict[int, Any] = dict(zip(with_geom, objects, strict=True))
+    return [
+        {"type": "Feature", "id": a.id, "geometry": geometry.get(i), "properties": properties(a)}
+        for i, a in enumerate(annotations)
+    ]
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes, NumPy arrays included (orjson: shortest round-trip floats, no NaN)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def geometry_bytes(geoms: np.ndarray) -> list[bytes]:
+    """GeoJSON geometry JSON per geometry (``null`` for None), as ``geometry_objects``.
+
+    Each one is written as soon as it is built, so that a page of features leaves no
+    containers alive behind it (they would be promoted by the garbage collector and make its
+    full collections frequent and slow in a long-running server).
+    """
+    out = [b"null"] * len(geoms)
+    present = np.flatnonzero(np.array([g is not None for g in geoms], dtype=bool))
+    if len(present) == 0:
+        return out
+    oriented = shapely.orient_polygons(geoms[present], exterior_cw=False)
+    type_ids = shapely.get_type_id(oriented)
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    for tid in np.unique(type_ids).tolist():
+        sel = np.flatnonzero(type_ids == tid)
+        group = oriented[sel]
+        targets = present[sel].tolist()
+        name = _TYPE_NAMES.get(_GT(tid))
+        if name is None:
+            for t, g in zip(targets, group, strict=True):
+                out[t] = shapely.to_geojson(g).encode()
+            continue
+        include_z = bool(shapely.has_z(group).any())
+        _, coords, offsets = shapely.to_ragged_array(group, include_z=include_z)
+        coords = np.ascontiguousarray(coords)
+        head = b'{"type":"' + name.encode() + b'","coordinates":'
+        if tid == _GT.POINT:
+            for n, t in enumerate(targets):
+                out[t] = head + orjson.dumps(coords[n], option=opt) + b"}"
+            continue
+        off = [o.tolist() for o in offsets]
+        top = len(off) - 1
+        for n, t in enumerate(targets):
+            out[t] = head + orjson.dumps(_nest(coords, off, top, n), option=opt) + b"}"
+    return out
+
+
+def _ring_order(coords: np.ndarray, ring_off: np.ndarray, first_ring: np.ndarray) -> np.ndarray:
+    """Indexes that put exterior rings counter-clockwise and holes clockwise (RFC 7946)."""
+    n = len(coords)
+    lo, hi = ring_off[:-1], ring_off[1:]
+    x, y = coords[:, 0], coords[:, 1]
+    nxt = np.arange(1, n + 1)
+    nxt[hi - 1] = lo  # the last vertex of each ring wraps to its first
+    cross = x * y[nxt % max(n, 1)] - x[nxt % max(n, 1)] * y
+    area = np.add.reduceat(cross, lo) if n else np.zeros(0)
+    area[hi == lo] = 0.0
+    reverse = np.where(first_ring, area < 0, area > 0)
+    if not reverse.any():
+        return np.arange(n)
+    ring_of = np.repeat(np.arange(len(lo)), hi - lo)
+    pos = np.arange(n)
+    flip = reverse[ring_of]
+    out = pos.copy()
+    out[flip] = lo[ring_of[flip]] + hi[ring_of[flip]] - 1 - pos[flip]
+    return out
+
+
+def _flat_geometry_bytes(geoms: np.ndarray, transform: PointMap) -> list[bytes]:
+    """``geometry_bytes`` of 2D geometries mapped by ``transform`` ((n, 2) -> (n, 2)),
+    working on one coordinate array per geometry type (no geometry is rebuilt)."""
+    out = [b"null"] * len(geoms)
+    present = np.flatnonzero(np.array([g is not None for g in geoms], dtype=bool))
+    if len(present) == 0:
+        return out
+    type_ids = shapely.get_type_id(geoms[present])
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    for tid in np.unique(type_ids).tolist():
+        sel = np.flatnonzero(type_ids == tid)
+        group = geoms[present[sel]]
+        targets = present[sel].tolist()
+        name = _TYPE_NAMES.get(_GT(tid))
+        if name is None:
+            for t, g in zip(targets, map_many(group, transform, 2), strict=True):
+                out[t] = shapely.to_geojson(g).encode()
+            continue
+        _, coords, offsets = shapely.to_ragged_array(group, include_z=False)
+        coords = np.ascontiguousarray(transform(np.asarray(coords, dtype=np.float64)))
+        if tid in (_GT.POLYGON, _GT.MULTIPOLYGON):
+            ring_off = np.asarray(offsets[0])
+            first = np.zeros(len(ring_off) - 1, dtype=bool)
+            first[np.asarray(offsets[1])[:-1]] = True
+            coords = np.ascontiguousarray(coords[_ring_order(coords, ring_off, first)])
+        head = b'{"type":"' + name.encode() + b'","coordinates":'
+        if tid == _GT.POINT:
+            for n, t in enumerate(targets):
+                out[t] = head + orjson.dumps(coords[n], option=opt) + b"}"
+            continue
+        off = [o.tolist() for o in offsets]
+        top = len(off) - 1
+        for n, t in enumerate(targets):
+            out[t] = head + orjson.dumps(_nest(coords, off, top, n), option=opt) + b"}"
+    return out
+
+
+def page_collection(page: Any, frame: ImageFrame, crs: str, next_cursor: str | None) -> bytes:
+    """A FeatureCollection (JSON bytes) from a store's ``FeaturePage`` in ``crs``; the
+    properties are the JSON text stored with each annotation."""
+    if isinstance(frame, VolumeFrame):
+        planes: list[Plane | None] = [
+            Plane(p) if (p := json.loads(t).get("plane")) else None for t in page.properties
+        ]
+        geoms = geometry_bytes(_to_crs(page.geometries, frame, crs, planes))
+    elif crs == PIXEL:
+        geoms = _flat_geometry_bytes(page.geometries, frame.world_to_pixel)
+    else:
+        geoms = _flat_geometry_bytes(page.geometries, lambda c: frame.world_to_crs(crs, c))
+    parts = [
+        b'{"type":"Feature","id":%d,"geometry":%b,"properties":%b}' % (i, g, t.encode())
+        for i, g, t in zip(page.ids, geoms, page.properties, strict=True)
+    ]
+    return (
+        b'{"type":"FeatureCollection","features":['
+        + b",".join(parts)
+        + b'],"next_cursor":'
+        + orjson.dumps(next_cursor)
+        + b"}"
+    )
 
 
 def features_json(annotations: Sequence[Annotation], frame: ImageFrame, crs: str) -> list[str]:
     """Each annotation as a GeoJSON Feature (JSON text) in ``crs``."""
-    with_geom = [i for i, a in enumerate(annotations) if a.content.geometry is not None]
-    geoms = np.array([annotations[i].content.geometry for i in with_geom], dtype=object)
-    planes = [(p.plane if (p := annotations[i].content.placement) else None) for i in with_geom]
-    texts = geometry_json(_to_crs(geoms, frame, crs, planes))
-    geom_text: dict[int, str] = dict(zip(with_geom, texts, strict=True))
-    out = []
-    for i, a in enumerate(annotations):
-        props = json.dumps(properties(a), allow_nan=False)
-        out.append(
-            f'{{"type":"Feature","id":{a.id},"geometry":{geom_text.get(i, "null")},'
-            f'"properties":{props}}}'
-        )
-    return out
+    return [dumps(f).decode() for f in feature_dicts(annotations, frame, crs)]
 
 
 def feature(a: Annotation, frame: ImageFrame, crs: str) -> dict[str, Any]:
@@ -322,37 +501,38 @@ def view_features(
     slice_: int,
     plane: Plane,
     tol: float = 1e-3,
-) -> list[str]:
-    """Annotations of a volume as seen on one slice of ``plane``.
+) -> list[dict[str, Any]]:
+    """Annotations of a volume as seen on one slice of ``plane`` (Feature objects).
 
     Shapes drawn on that slice come back whole; shapes drawn on another plane come back as
     their intersection with this slice (polygons as line segments, polylines as points), with
     ``properties.intersection`` true. Shapes that do not reach the slice are left out.
     """
     point, normal = frame.slice_plane(slice_, plane)
-    out: list[str] = []
+    whole: list[Annotation] = []
+    cuts: list[tuple[Annotation, BaseGeometry]] = []
     for a in annotations:
         c = a.content
         if c.geometry is None:
             continue
         p = c.placement
-        if p is not None and p.plane is plane and p.slice == slice_:
-            out.extend(features_json([a], frame, crs))
-            continue
-        if lies_on_plane(c.geometry, point, normal, tol):
-            out.extend(features_json([a], frame, crs))
+        if (p is not None and p.plane is plane and p.slice == slice_) or lies_on_plane(
+            c.geometry, point, normal, tol
+        ):
+            whole.append(a)
             continue
         cut = plane_intersection(c.geometry, point, normal, tol)
-        if cut is None:
-            continue
-        if crs == PIXEL:
-            cut = map_coords(cut, _dropping_slice(frame, plane), 2)
+        if cut is not None:
+            if crs == PIXEL:
+                cut = map_coords(cut, _dropping_slice(frame, plane), 2)
+            cuts.append((a, cut))
+    out = feature_dicts(whole, frame, crs)
+    cut_geoms = geometry_objects(np.array([g for _, g in cuts], dtype=object))
+    for (a, _), g in zip(cuts, cut_geoms, strict=True):
         props = properties(a)
         props.update(intersection=True, slice=slice_, plane=plane.value)
-        out.append(
-            f'{{"type":"Feature","id":{a.id},"geometry":{shapely.to_geojson(cut)},'
-            f'"properties":{json.dumps(props, allow_nan=False)}}}'
-        )
+        out.append({"type": "Feature", "id": a.id, "geometry": g, "properties": props})
+    out.sort(key=lambda f: int(f["id"]))
     return out
 
 

@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from annot.errors import BadRequest, InvalidGeometry, UnknownLabel
-from annot.features import content_from_feature, feature, features_json, view_features
+from annot.features import content_from_feature, dumps, feature, features_json, view_features
 from annot.frames import AffineVolume, GeoFrame, PatientVolume, PixelFrame, VolumeFrame
 from annot.geometry import plane_intersection
 from annot.model import Annotation, Content, Kind, Mask, Plane
@@ -338,21 +338,21 @@ def test_volume_polygon_round_trip_and_cross_section(make) -> None:
     ]
     assert coronal
     out = [
-        json.loads(t)
+        json.loads(dumps(t))
         for t in view_features([stored(content)], frame, "world", coronal[0], Plane.coronal)
     ]
     assert len(out) == 1 and out[0]["properties"]["intersection"] is True
     seg = np.asarray(out[0]["geometry"]["coordinates"][0])
     assert np.allclose(seg[:, 2], -22.5) and seg.shape == (2, 3)
     px = [
-        json.loads(t)
+        json.loads(dumps(t))
         for t in view_features([stored(content)], frame, "pixel", coronal[0], Plane.coronal)
     ]
     assert px[0]["geometry"]["type"] == "MultiLineString"
     # a far-away coronal slice does not reach it
     assert view_features([stored(content)], frame, "world", 0, Plane.coronal) == []
     # and on its own axial slice it comes back whole
-    same = [json.loads(t) for t in view_features([stored(content)], frame, "pixel", 7, Plane.axial)]
+    same = [json.loads(dumps(t)) for t in view_features([stored(content)], frame, "pixel", 7, Plane.axial)]
     assert same[0]["geometry"]["type"] == "Polygon"
 
 
@@ -397,3 +397,44 @@ def test_taxonomy_rules() -> None:
     assert effective_role(ann, "other", None) is None
     assert effective_role(ann, "other", Role.reviewer) is Role.reviewer
     assert effective_role(User(1, "root", Role.admin), "other", None) is Role.admin
+
+
+@pytest.mark.parametrize("crs", ["pixel", "world", "EPSG:3857"])
+def test_page_collection_matches_feature_by_feature_output(geo_dir: Path, crs: str) -> None:
+    """The fast listing path (columns, one coordinate array per type) writes what the
+    feature-by-feature path writes, rings oriented counter-clockwise, holes clockwise."""
+    from annot.features import page_collection, properties_text
+    from annot.storage.base import FeaturePage
+
+    frame = geo_frame(geo_dir / "RGB.byte.tif")
+    shapes = [
+        {"type": "Polygon", "coordinates": [[[10, 10], [10, 50], [50, 50], [50, 10], [10, 10]], [[20, 20], [30, 20], [30, 30], [20, 20]]]},
+        {"type": "MultiPolygon", "coordinates": [[[[60, 60], [70, 60], [70, 70], [60, 60]]], [[[80, 80], [80, 90], [90, 90], [80, 80]]]]},
+        {"type": "Point", "coordinates": [5.5, 6.5]},
+        {"type": "LineString", "coordinates": [[1, 1], [2, 3], [4, 1]]},
+        {"type": "MultiPoint", "coordinates": [[1, 1], [2, 3]]},
+    ]
+    items = []
+    for n, g in enumerate(shapes, start=1):
+        content = content_from_feature({"type": "Feature", "geometry": g, "properties": {"label": "x"}}, frame, "pixel")
+        items.append(stored(content, aid=n))
+    items.append(stored(Content(Kind.tag, "cloudy", None), aid=len(items) + 1))
+    page = FeaturePage(
+        [a.id for a in items],
+        np.array([a.content.geometry for a in items], dtype=object),
+        [properties_text(a) for a in items],
+    )
+    fast = json.loads(page_collection(page, frame, crs, "7"))
+    slow = [json.loads(t) for t in features_json(items, frame, crs)]
+    assert fast["next_cursor"] == "7"
+    for f, s in zip(fast["features"], slow, strict=True):
+        assert f["id"] == s["id"] and f["properties"] == s["properties"]
+        if s["geometry"] is None:
+            assert f["geometry"] is None
+            continue
+        assert f["geometry"]["type"] == s["geometry"]["type"]
+        a, b = shapely.geometry.shape(f["geometry"]), shapely.geometry.shape(s["geometry"])
+        assert shapely.equals_exact(a, b, 1e-9 if crs != "pixel" else 1e-6)
+        polys = list(getattr(a, "geoms", [a])) if "Polygon" in a.geom_type else []
+        for p in polys:
+            assert p.exterior.is_ccw and all(not r.is_ccw for r in p.interiors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -115,6 +116,11 @@ def test_query_region_exact_and_paginated(store: Store) -> None:
     tri = shapely.Polygon([(0, 0), (50, 0), (0, 50)])
     exact = store.query("img", Region((0, 0, 50, 50, 0, 0), tri))
     assert len(exact) == 6
+    page = store.query_page("img", Region((0, 0, 50, 50, 0, 0), tri))
+    assert page.ids == [a.id for a in exact]
+    assert all(shapely.equals(g, a.content.geometry) for g, a in zip(page.geometries, exact, strict=True))
+    assert json.loads(page.properties[0])["label"] == "building"
+    assert json.loads(page.properties[0])["version"] == 1
     pages: list[int] = []
     after = 0
     while True:

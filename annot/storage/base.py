@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -39,6 +40,17 @@ MAX_PAGE = 10_000
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class FeaturePage:
+    """Query results as columns, for writing features fast: ids, geometries (storage frame,
+    a NumPy object array) and each annotation's GeoJSON properties as JSON text (stored with
+    the annotation, see ``annot.features.properties_text``)."""
+
+    ids: list[int]
+    geometries: npt.NDArray[np.object_]
+    properties: list[str]
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,12 @@ class Store(Protocol):
     ) -> list[Annotation]:
         """Annotations of an image by id (> ``after``), those intersecting ``region`` if given
         (then tags, having no geometry, are left out)."""
+        ...
+
+    def query_page(
+        self, image_id: str, region: Region, after: int = 0, limit: int = 1000
+    ) -> FeaturePage:
+        """``query`` with a region, as columns (the fast path of the HTTP listing)."""
         ...
 
     def count(self, image_id: str) -> int: ...
@@ -218,6 +236,10 @@ def encode_many(contents: Sequence[Content]) -> list[dict[str, Any]]:
     return out
 
 
+KINDS = {k.value: k for k in Kind}
+STATUSES = {k.value: k for k in Status}
+
+
 def decode_row(row: Sequence[Any], geometry: BaseGeometry | None = None) -> Annotation:
     """An annotation from a row in ``ANNOTATION_COLUMNS`` order (``geometry`` if decoded)."""
     (aid, image_id, project, kind, label, geom, mask, keypoints, attributes, placement) = row[:10]
@@ -225,32 +247,25 @@ def decode_row(row: Sequence[Any], geometry: BaseGeometry | None = None) -> Anno
     if geometry is None and geom is not None:
         geometry = shapely.from_wkb(bytes(geom))
     content = Content(
-        kind=Kind(kind),
-        label=label,
-        geometry=geometry,
-        mask=Mask.from_json(json.loads(mask)) if mask else None,
-        keypoints=tuple(json.loads(keypoints)) if keypoints else (),
-        attributes=json.loads(attributes) if attributes else {},
-        placement=Placement.from_json(json.loads(placement)) if placement else None,
-        status=Status(status),
+        KINDS[kind],
+        label,
+        geometry,
+        Mask.from_json(json.loads(mask)) if mask else None,
+        tuple(json.loads(keypoints)) if keypoints else (),
+        json.loads(attributes) if attributes and attributes != "{}" else {},
+        Placement.from_json(json.loads(placement)) if placement else None,
+        STATUSES[status],
     )
     return Annotation(
-        int(aid),
-        image_id,
-        project,
-        content,
-        author,
-        created_at,
-        updated_by,
-        updated_at,
-        int(version),
+        aid, image_id, project, content, author, created_at, updated_by, updated_at, version
     )
 
 
 def decode_rows(rows: Sequence[Sequence[Any]]) -> list[Annotation]:
     """Many rows at once (WKB decoded in one vectorised call)."""
-    wkbs = [bytes(r[5]) if r[5] is not None else None for r in rows]
-    geoms = shapely.from_wkb(wkbs) if rows else []
+    if not rows:
+        return []
+    geoms = shapely.from_wkb([r[5] for r in rows])
     return [decode_row(r, g) for r, g in zip(rows, geoms, strict=True)]
 
 

@@ -14,15 +14,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import psycopg
 import shapely
 
 from annot.errors import Conflict, NotFound, VersionConflict
+from annot.features import properties_text
 from annot.model import Action, Annotation, Change, Content, Snapshot
 from annot.storage.base import (
     ANNOTATION_COLUMNS,
     BOUND_KEYS,
     CONTENT_KEYS,
+    FeaturePage,
     Region,
     annotation_to_record,
     check_page,
@@ -93,7 +96,8 @@ CREATE TABLE IF NOT EXISTS annotations (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL,
     minx DOUBLE PRECISION, miny DOUBLE PRECISION, maxx DOUBLE PRECISION,
-    maxy DOUBLE PRECISION, minz DOUBLE PRECISION, maxz DOUBLE PRECISION
+    maxy DOUBLE PRECISION, minz DOUBLE PRECISION, maxz DOUBLE PRECISION,
+    props TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS annotations_image ON annotations (image_id, id);
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations (project, id);
@@ -148,9 +152,31 @@ CHANGE_COLUMNS = 'id, annotation_id, image_id, project, action, "user", at, vers
 SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
 COPY_COLUMNS = (
     "id, image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
-    "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz"
+    "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz, "
+    "props"
 )
 COPY_THRESHOLD = 50
+
+
+def _region_sql(
+    columns: str, image_id: str, region: Region, after: int, limit: int
+) -> tuple[str, list[Any]]:
+    """What meets the region's bounds (GiST) and, if given, intersects its shape, by id."""
+    x0, y0, x1, y1, z0, z1 = region.bounds
+    exact = ""
+    params: list[Any] = [x0, y0, x1, y1, image_id, x0, x1, y0, y1, z0, z1, after]
+    if region.shape is not None:
+        exact = "AND ST_Intersects(geom, ST_GeomFromWKB(%s)) "
+        params.append(shapely.to_wkb(region.shape))
+    params.append(limit)
+    sql = (
+        f"SELECT {columns} FROM annotations "
+        "WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s) AND image_id = %s "
+        "AND maxx >= %s AND minx <= %s AND maxy >= %s AND miny <= %s "
+        "AND maxz >= %s AND minz <= %s AND id > %s "
+        f"{exact}ORDER BY id LIMIT %s"
+    )
+    return sql, params
 
 
 class PostgisStore:
@@ -407,7 +433,8 @@ class PostgisStore:
             ).fetchall()
             ids = [int(r[0]) for r in rows]
         values = []
-        for aid, cols in zip(ids, encode_many(contents), strict=True):
+        for aid, content, cols in zip(ids, contents, encode_many(contents), strict=True):
+            a = Annotation(aid, image_id, project, content, author, created_at, user, at, version)
             geom = cols["geom"]
             values.append(
                 (
@@ -423,6 +450,7 @@ class PostgisStore:
                     at,
                     version,
                     *(cols[k] for k in BOUND_KEYS),
+                    properties_text(a),
                 )
             )
         if len(values) >= COPY_THRESHOLD:
@@ -432,7 +460,7 @@ class PostgisStore:
         else:
             with conn.cursor() as cur:
                 cur.executemany(
-                    f"INSERT INTO annotations ({COPY_COLUMNS}) VALUES ({', '.join(['%s'] * 22)})",
+                    f"INSERT INTO annotations ({COPY_COLUMNS}) VALUES ({', '.join(['%s'] * 23)})",
                     values,
                 )
         return list(ids)
@@ -483,21 +511,7 @@ class PostgisStore:
     ) -> Annotation:
         cols = encode_content(content)
         version = current.version + 1
-        conn.execute(
-            "UPDATE annotations SET kind = %s, label = %s, geom = ST_GeomFromWKB(%s), "
-            "mask = %s, keypoints = %s, attributes = %s, placement = %s, status = %s, "
-            "updated_by = %s, updated_at = %s, version = %s, minx = %s, miny = %s, maxx = %s, "
-            "maxy = %s, minz = %s, maxz = %s WHERE id = %s",
-            (
-                *(cols[k] for k in CONTENT_KEYS),
-                user,
-                at,
-                version,
-                *(cols[k] for k in BOUND_KEYS),
-                current.id,
-            ),
-        )
-        return Annotation(
+        updated = Annotation(
             current.id,
             current.image_id,
             current.project,
@@ -508,6 +522,22 @@ class PostgisStore:
             at,
             version,
         )
+        conn.execute(
+            "UPDATE annotations SET kind = %s, label = %s, geom = ST_GeomFromWKB(%s), "
+            "mask = %s, keypoints = %s, attributes = %s, placement = %s, status = %s, "
+            "updated_by = %s, updated_at = %s, version = %s, minx = %s, miny = %s, maxx = %s, "
+            "maxy = %s, minz = %s, maxz = %s, props = %s WHERE id = %s",
+            (
+                *(cols[k] for k in CONTENT_KEYS),
+                user,
+                at,
+                version,
+                *(cols[k] for k in BOUND_KEYS),
+                properties_text(updated),
+                current.id,
+            ),
+        )
+        return updated
 
     def update(
         self, aid: int, content: Content, expected_version: int | None, user: str
@@ -574,22 +604,20 @@ class PostgisStore:
                 (image_id, after, limit),
             ).fetchall()
             return decode_rows(rows)
-        x0, y0, x1, y1, z0, z1 = region.bounds
-        exact = ""
-        params: list[Any] = [x0, y0, x1, y1, image_id, x0, x1, y0, y1, z0, z1, after]
-        if region.shape is not None:
-            exact = "AND ST_Intersects(geom, ST_GeomFromWKB(%s)) "
-            params.append(shapely.to_wkb(region.shape))
-        params.append(limit)
-        rows = conn.execute(
-            f"SELECT {SELECT_COLUMNS} FROM annotations "
-            "WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s) AND image_id = %s "
-            "AND maxx >= %s AND minx <= %s AND maxy >= %s AND miny <= %s "
-            "AND maxz >= %s AND minz <= %s AND id > %s "
-            f"{exact}ORDER BY id LIMIT %s",
-            params,
-        ).fetchall()
-        return decode_rows(rows)
+        cur = conn.execute(*_region_sql(SELECT_COLUMNS, image_id, region, after, limit))
+        return decode_rows(cur.fetchall())
+
+    def query_page(
+        self, image_id: str, region: Region, after: int = 0, limit: int = 1000
+    ) -> FeaturePage:
+        check_page(after, limit)
+        sql, params = _region_sql("id, ST_AsBinary(geom), props", image_id, region, after, limit)
+        rows = self._conn().execute(sql, params).fetchall()
+        return FeaturePage(
+            [r[0] for r in rows],
+            shapely.from_wkb([r[1] for r in rows]) if rows else np.empty(0, dtype=object),
+            [r[2] for r in rows],
+        )
 
     def count(self, image_id: str) -> int:
         row = (

@@ -9,6 +9,7 @@ geometry (WKB) sit in the annotations table.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 
 from annot.errors import Conflict, NotFound, VersionConflict
+from annot.features import properties_text
 from annot.model import Action, Annotation, Change, Content, Snapshot
 from annot.storage.base import (
     ANNOTATION_COLUMNS,
     BOUND_KEYS,
     CONTENT_KEYS,
+    FeaturePage,
     Region,
     annotation_to_record,
     check_page,
@@ -73,7 +77,8 @@ CREATE TABLE IF NOT EXISTS members (
 );
 CREATE TABLE IF NOT EXISTS images (
     key INTEGER PRIMARY KEY,
-    image_id TEXT NOT NULL UNIQUE
+    image_id TEXT NOT NULL UNIQUE,
+    dims INTEGER NOT NULL CHECK (dims IN (2, 3))
 );
 CREATE TABLE IF NOT EXISTS annotations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -92,12 +97,11 @@ CREATE TABLE IF NOT EXISTS annotations (
     updated_by TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL,
-    minx REAL, miny REAL, maxx REAL, maxy REAL, minz REAL, maxz REAL
+    minx REAL, miny REAL, maxx REAL, maxy REAL, minz REAL, maxz REAL,
+    props TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS annotations_image ON annotations (image_id, id);
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations (project, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS annotations_rtree
-    USING rtree(id, kmin, kmax, minx, maxx, miny, maxy, minz, maxz);
 CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     annotation_id INTEGER NOT NULL,
@@ -145,7 +149,8 @@ CREATE TABLE IF NOT EXISTS snapshot_annotations (
 
 INSERT_COLUMNS = (
     "image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
-    "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz"
+    "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz, "
+    "props"
 )
 CHANGE_COLUMNS = "id, annotation_id, image_id, project, action, user, at, version, before, undoes"
 SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
@@ -357,12 +362,45 @@ class SqliteStore:
 
     # --- annotations ---------------------------------------------------------------------
 
-    def _image_key(self, conn: sqlite3.Connection, image_id: str) -> int:
-        row = conn.execute("SELECT key FROM images WHERE image_id = ?", (image_id,)).fetchone()
-        if row is not None:
-            return int(row[0])
-        cur = conn.execute("INSERT INTO images (image_id) VALUES (?)", (image_id,))
-        return int(cur.lastrowid or 0)
+    def _tree(
+        self, conn: sqlite3.Connection, image_id: str, dims: int | None = None
+    ) -> tuple[str, int] | None:
+        """The image's R*Tree table and its dimensions (2 or 3), created on first use when
+        ``dims`` is given. One tree per image keeps each tree small and well split."""
+        row = conn.execute(
+            "SELECT key, dims FROM images WHERE image_id = ?", (image_id,)
+        ).fetchone()
+        if row is None:
+            if dims is None:
+                return None
+            cur = conn.execute(
+                "INSERT INTO images (image_id, dims) VALUES (?, ?)", (image_id, dims)
+            )
+            row = (int(cur.lastrowid or 0), dims)
+            columns = "minx, maxx, miny, maxy" + (", minz, maxz" if dims == 3 else "")
+            conn.execute(f"CREATE VIRTUAL TABLE rtree_{row[0]} USING rtree(id, {columns})")
+        return f"rtree_{int(row[0])}", int(row[1])
+
+    def _index(
+        self, conn: sqlite3.Connection, image_id: str, entries: list[tuple[Any, ...]], dims: int
+    ) -> None:
+        """Add ``(id, minx, miny, maxx, maxy, minz, maxz)`` entries to the image's tree."""
+        if not entries:
+            return
+        tree = self._tree(conn, image_id, dims)
+        assert tree is not None
+        name, tdims = tree
+        if tdims == 3:
+            rows = [(e[0], e[1], e[3], e[2], e[4], e[5], e[6]) for e in entries]
+            conn.executemany(f"INSERT INTO {name} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        else:
+            flat = [(e[0], e[1], e[3], e[2], e[4]) for e in entries]
+            conn.executemany(f"INSERT INTO {name} VALUES (?, ?, ?, ?, ?)", flat)
+
+    def _unindex(self, conn: sqlite3.Connection, image_id: str, aid: int) -> None:
+        tree = self._tree(conn, image_id)
+        if tree is not None:
+            conn.execute(f"DELETE FROM {tree[0]} WHERE id = ?", (aid,))
 
     def _get(self, conn: sqlite3.Connection, aid: int) -> Annotation:
         row = conn.execute(
@@ -394,7 +432,6 @@ class SqliteStore:
         ids: Sequence[int] | None = None,
         meta: tuple[str, str, int] | None = None,
     ) -> list[int]:
-        key = self._image_key(conn, image_id)
         author, created_at, version = meta or (user, at, 1)
         if ids is None:  # the write lock is held: the next ids are ours
             row = conn.execute(
@@ -405,7 +442,9 @@ class SqliteStore:
             ids = list(range(first, first + len(contents)))
         rows: list[tuple[Any, ...]] = []
         rtree: list[tuple[Any, ...]] = []
-        for aid, cols in zip(ids, encode_many(contents), strict=True):
+        has_z = False
+        for aid, content, cols in zip(ids, contents, encode_many(contents), strict=True):
+            a = Annotation(aid, image_id, project, content, author, created_at, user, at, version)
             rows.append(
                 (
                     aid,
@@ -418,15 +457,16 @@ class SqliteStore:
                     at,
                     version,
                     *(cols[k] for k in BOUND_KEYS),
+                    properties_text(a),
                 )
             )
             if cols["geom"] is not None:
-                b = [cols[k] for k in BOUND_KEYS]
-                rtree.append((aid, key, key, b[0], b[2], b[1], b[3], b[4], b[5]))
+                rtree.append((aid, *(cols[k] for k in BOUND_KEYS)))
+                has_z = has_z or cols["minz"] != 0.0 or cols["maxz"] != 0.0
         conn.executemany(
-            f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 22)})", rows
+            f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 23)})", rows
         )
-        conn.executemany("INSERT INTO annotations_rtree VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rtree)
+        self._index(conn, image_id, rtree, 3 if has_z else 2)
         return list(ids)
 
     def add(
@@ -466,29 +506,7 @@ class SqliteStore:
     ) -> Annotation:
         cols = encode_content(content)
         version = current.version + 1
-        conn.execute(
-            "UPDATE annotations SET kind = ?, label = ?, geom = ?, mask = ?, keypoints = ?, "
-            "attributes = ?, placement = ?, status = ?, updated_by = ?, updated_at = ?, "
-            "version = ?, minx = ?, miny = ?, maxx = ?, maxy = ?, minz = ?, maxz = ? "
-            "WHERE id = ?",
-            (
-                *(cols[k] for k in CONTENT_KEYS),
-                user,
-                at,
-                version,
-                *(cols[k] for k in BOUND_KEYS),
-                current.id,
-            ),
-        )
-        conn.execute("DELETE FROM annotations_rtree WHERE id = ?", (current.id,))
-        if cols["geom"] is not None:
-            key = self._image_key(conn, current.image_id)
-            b = [cols[k] for k in BOUND_KEYS]
-            conn.execute(
-                "INSERT INTO annotations_rtree VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (current.id, key, key, b[0], b[2], b[1], b[3], b[4], b[5]),
-            )
-        return Annotation(
+        updated = Annotation(
             current.id,
             current.image_id,
             current.project,
@@ -499,6 +517,26 @@ class SqliteStore:
             at,
             version,
         )
+        conn.execute(
+            "UPDATE annotations SET kind = ?, label = ?, geom = ?, mask = ?, keypoints = ?, "
+            "attributes = ?, placement = ?, status = ?, updated_by = ?, updated_at = ?, "
+            "version = ?, minx = ?, miny = ?, maxx = ?, maxy = ?, minz = ?, maxz = ?, "
+            "props = ? WHERE id = ?",
+            (
+                *(cols[k] for k in CONTENT_KEYS),
+                user,
+                at,
+                version,
+                *(cols[k] for k in BOUND_KEYS),
+                properties_text(updated),
+                current.id,
+            ),
+        )
+        self._unindex(conn, current.image_id, current.id)
+        if cols["geom"] is not None:
+            entry = (current.id, *(cols[k] for k in BOUND_KEYS))
+            self._index(conn, current.image_id, [entry], 3 if entry[5] or entry[6] else 2)
+        return updated
 
     def update(
         self, aid: int, content: Content, expected_version: int | None, user: str
@@ -530,16 +568,16 @@ class SqliteStore:
             )
         return updated
 
-    def _remove(self, conn: sqlite3.Connection, aid: int) -> None:
-        conn.execute("DELETE FROM annotations WHERE id = ?", (aid,))
-        conn.execute("DELETE FROM annotations_rtree WHERE id = ?", (aid,))
+    def _remove(self, conn: sqlite3.Connection, a: Annotation) -> None:
+        conn.execute("DELETE FROM annotations WHERE id = ?", (a.id,))
+        self._unindex(conn, a.image_id, a.id)
 
     def delete(self, aid: int, expected_version: int | None, user: str) -> None:
         at = now()
         with self._write() as conn:
             current = self._get(conn, aid)
             self._check_version(current, expected_version)
-            self._remove(conn, aid)
+            self._remove(conn, current)
             self._log(
                 conn,
                 [
@@ -569,33 +607,83 @@ class SqliteStore:
                 (image_id, after, limit),
             ).fetchall()
             return decode_rows(rows)
-        row = conn.execute("SELECT key FROM images WHERE image_id = ?", (image_id,)).fetchone()
-        if row is None:
-            return []
-        key = int(row[0])
-        x0, y0, x1, y1, z0, z1 = region.bounds
-        cols = ", ".join(f"a.{c.strip()}" for c in ANNOTATION_COLUMNS.split(","))
-        sql = (
-            f"SELECT {cols} FROM annotations_rtree r JOIN annotations a ON a.id = r.id "
-            "WHERE r.kmin <= ?1 AND r.kmax >= ?1 AND r.minx <= ?4 AND r.maxx >= ?2 "
-            "AND r.miny <= ?5 AND r.maxy >= ?3 AND r.minz <= ?7 AND r.maxz >= ?6 AND r.id > ?8 "
-            "AND a.minx <= ?4 AND a.maxx >= ?2 AND a.miny <= ?5 AND a.maxy >= ?3 "
-            "AND a.minz <= ?7 AND a.maxz >= ?6 ORDER BY r.id LIMIT ?9"
-        )
-        out: list[Annotation] = []
-        cursor = after
-        while len(out) < limit:
-            batch = conn.execute(sql, (key, x0, y0, x1, y1, z0, z1, cursor, limit)).fetchall()
-            if not batch:
-                break
-            found = decode_rows(batch)
+        found: list[Annotation] = []
+        for cursor in self._pages(conn, image_id, region, after, limit, ANNOTATION_COLUMNS):
+            batch = decode_rows(cursor.fetchall())
             if region.shape is not None:
-                found = _exact(found, batch, region)
-            out.extend(found)
-            if len(batch) < limit:
+                batch = _exact(batch, region)
+            found.extend(batch)
+            if len(found) >= limit:
                 break
-            cursor = int(batch[-1][0])
-        return out[:limit]
+        return found[:limit]
+
+    def _pages(
+        self,
+        conn: sqlite3.Connection,
+        image_id: str,
+        region: Region,
+        after: int,
+        limit: int,
+        columns: str,
+    ) -> Iterator[sqlite3.Cursor]:
+        """Rows whose bounds meet the region's, ``limit`` at a time, by id."""
+        tree = self._tree(conn, image_id)
+        if tree is None:
+            return
+        name, dims = tree
+        x0, y0, x1, y1, z0, z1 = region.bounds
+        where = "minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?"
+        params: list[float] = [x1, x0, y1, y0]
+        if dims == 3:
+            where += " AND minz <= ? AND maxz >= ?"
+            params += [z1, z0]
+        # The tree answers ids in its own order: sort them, then read rows a page at a time.
+        cur = conn.execute(f"SELECT id FROM {name} WHERE {where} AND id > ?", (*params, after))
+        ids = np.array([r[0] for r in cur], dtype=np.int64)
+        ids.sort()
+        sql = (
+            f"SELECT {columns} FROM annotations WHERE id IN "
+            "(SELECT value FROM json_each(?)) AND maxx >= ? AND minx <= ? AND maxy >= ? "
+            "AND miny <= ? AND maxz >= ? AND minz <= ? ORDER BY id"
+        )
+        for start in range(0, len(ids), limit):
+            chunk = json.dumps(ids[start : start + limit].tolist())
+            yield conn.execute(sql, (chunk, x0, x1, y0, y1, z0, z1))
+
+    def query_page(
+        self, image_id: str, region: Region, after: int = 0, limit: int = 1000
+    ) -> FeaturePage:
+        check_page(after, limit)
+        conn = self._conn()
+        ids: list[int] = []
+        geoms: list[npt.NDArray[np.object_]] = []
+        props: list[str] = []
+        n = 0
+        for cursor in self._pages(conn, image_id, region, after, limit, "id, geom, props"):
+            # Row by row: no list of row tuples stays alive (see features.geometry_bytes).
+            chunk_ids: list[int] = []
+            wkbs: list[bytes] = []
+            chunk_props: list[str] = []
+            for aid, wkb, prop in cursor:
+                chunk_ids.append(aid)
+                wkbs.append(wkb)
+                chunk_props.append(prop)
+            g = shapely.from_wkb(wkbs)
+            keep = (
+                shapely.intersects(g, region.shape)
+                if region.shape is not None
+                else np.ones(len(g), dtype=bool)
+            )
+            for aid, prop, k in zip(chunk_ids, chunk_props, keep.tolist(), strict=True):
+                if k:
+                    ids.append(aid)
+                    props.append(prop)
+            geoms.append(g[keep])
+            n += int(keep.sum())
+            if n >= limit:
+                break
+        all_geoms = np.concatenate(geoms) if geoms else np.empty(0, dtype=object)
+        return FeaturePage(ids[:limit], all_geoms[:limit], props[:limit])
 
     def count(self, image_id: str) -> int:
         row = (
@@ -656,7 +744,7 @@ class SqliteStore:
             result: Annotation | None
             if before is None:  # undo a creation: delete
                 assert current is not None
-                self._remove(conn, current.id)
+                self._remove(conn, current)
                 record, version, result = annotation_to_record(current), 0, None
             elif current is None:  # undo a deletion: restore with the same id
                 self._insert(
@@ -771,7 +859,7 @@ def _like_prefix(name: str) -> str:
     return escaped + "/%"
 
 
-def _exact(found: list[Annotation], rows: Sequence[Any], region: Region) -> list[Annotation]:
+def _exact(found: list[Annotation], region: Region) -> list[Annotation]:
     """Keep what intersects the region's exact shape (bounds inside it need no test)."""
     assert region.shape is not None
     geoms = np.array([a.content.geometry for a in found], dtype=object)

@@ -32,7 +32,10 @@ from annot.errors import (
 )
 from annot.features import (
     content_from_feature,
+    dumps,
+    feature_dicts,
     features_json,
+    page_collection,
     properties,
     repair_json,
     view_features,
@@ -165,12 +168,11 @@ class AnnotBaseHandler(BaseHandler):
         self.set_header("ETag", f'"{a.version}"')
         self.set_status(status)
         self.set_header("Content-Type", "application/geo+json; charset=utf-8")
-        self.finish(features_json([a], frame, crs)[0])
+        self.finish(dumps(feature_dicts([a], frame, crs)[0]))
 
-    def write_collection(self, texts: list[str], extra: dict[str, Any] | None = None) -> None:
+    def write_collection(self, body: bytes) -> None:
         self.set_header("Content-Type", "application/geo+json; charset=utf-8")
-        tail = "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in (extra or {}).items())
-        self.finish('{"type":"FeatureCollection","features":[' + ",".join(texts) + "]" + tail + "}")
+        self.finish(body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
@@ -205,6 +207,30 @@ def _numbers(text: str, name: str) -> list[float]:
     if not all(math.isfinite(v) for v in values):
         raise BadRequest(f"{name} must be finite numbers")
     return values
+
+
+def collection(features: list[dict[str, Any]], found: list[Annotation], limit: int) -> bytes:
+    """A FeatureCollection page; ``next_cursor`` is set when there may be more."""
+    nxt = str(found[-1].id) if len(found) == limit else None
+    return dumps({"type": "FeatureCollection", "features": features, "next_cursor": nxt})
+
+
+def query_collection(
+    store: Any,
+    image_id: str,
+    region: Region | None,
+    after: int,
+    limit: int,
+    frame: ImageFrame,
+    crs: str,
+) -> bytes:
+    """One page of a query as FeatureCollection bytes (runs in the executor)."""
+    if region is None:
+        found = store.query(image_id, None, after, limit)
+        return collection(feature_dicts(found, frame, crs), found, limit)
+    page = store.query_page(image_id, region, after, limit)
+    nxt = str(page.ids[-1]) if len(page.ids) == limit else None
+    return page_collection(page, frame, crs, nxt)
 
 
 def region_2d(frame: ImageFrame, crs: str, bbox: list[float]) -> Region:
@@ -257,10 +283,10 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
                 region = Region((x0, y0, x1, y1, z0, z1))
             else:
                 region = region_2d(frame, crs, bbox)
-        found = await self.call(self.ctx.store.query, image_id, region, after, limit)
-        texts = await self.call(features_json, found, frame, crs)
-        nxt = str(found[-1].id) if len(found) == limit else None
-        self.write_collection(texts, {"next_cursor": nxt})
+        body = await self.call(
+            query_collection, self.ctx.store, image_id, region, after, limit, frame, crs
+        )
+        self.write_collection(body)
 
     async def _slice_view(
         self,
@@ -290,10 +316,13 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
         world = frame.pixel_to_world(corners, plane)
         lo, hi = world.min(axis=0) - 1e-3, world.max(axis=0) + 1e-3
         region = Region((lo[0], lo[1], hi[0], hi[1], lo[2], hi[2]))
-        found = await self.call(self.ctx.store.query, image_id, region, after, limit)
-        texts = await self.call(view_features, found, frame, crs, k, plane)
-        nxt = str(found[-1].id) if len(found) == limit else None
-        self.write_collection(texts, {"next_cursor": nxt})
+
+        def run() -> bytes:
+            found = self.ctx.store.query(image_id, region, after, limit)
+            features = view_features(found, frame, crs, k, plane)
+            return collection(features, found, limit)
+
+        self.write_collection(await self.call(run))
 
     async def post(self, image_id: str) -> None:
         project = self.project_of_image(image_id)
@@ -561,7 +590,7 @@ def storage_features_json(items: list[Annotation]) -> list[str]:
     for a in items:
         geom = a.content.geometry
         g = shapely.to_geojson(geom) if geom is not None else "null"
-        props = json.dumps({**properties(a), "crs": "storage"}, allow_nan=False)
+        props = dumps({**properties(a), "crs": "storage"}).decode()
         out.append(f'{{"type":"Feature","id":{a.id},"geometry":{g},"properties":{props}}}')
     return out
 
@@ -622,7 +651,10 @@ class SnapshotHandler(AnnotBaseHandler):
             text_of.update(zip((a.id for a in items), texts, strict=True))
         texts = [text_of[a.id] for a in found]
         nxt = str(found[-1].id) if len(found) == limit else None
-        self.write_collection(texts, {"snapshot": snapshot, "next_cursor": nxt})
+        tail = f',"snapshot":{json.dumps(snapshot)},"next_cursor":{json.dumps(nxt)}}}'
+        self.write_collection(
+            ('{"type":"FeatureCollection","features":[' + ",".join(texts) + "]" + tail).encode()
+        )
 
 
 __all__ = [
