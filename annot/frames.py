@@ -229,7 +229,7 @@ class AffineVolume:
             (ox, oy, oz),
             (sx, sy, sz),
             direction,
-            (width, height, int(extra["slices"])),
+            (width, height, int(extra.get("slices") or 1)),
             extra.get("frame_of_reference_uid"),
             tuple(extra.get("sop_instance_uids") or ()),
             Plane(extra.get("plane", "axial")),
@@ -341,7 +341,7 @@ class PatientVolume:
                 _vec3(extra["direction"][1]),
                 _vec3(extra["direction"][2]),
             ),
-            (width, height, int(extra["slices"])),
+            (width, height, int(extra.get("slices") or 1)),
             tuple(_vec3(p) for p in positions) if positions else None,
         )
         return cls(geometry, extra.get("frame_of_reference_uid"), tuple(sop_uids))
@@ -383,8 +383,9 @@ def frame_from_metadata(
     """The frame of an image from its catalog metadata (the ``extra`` of the image info)."""
     if extra.get("transform") is not None and extra.get("crs") is not None:
         return GeoFrame.from_metadata(width, height, extra)
-    if extra.get("direction") is not None and extra.get("slices") is not None:
-        return VolumeFrame(PatientVolume.from_metadata(width, height, extra, sop_uids))
+    if extra.get("direction") is not None and extra.get("spacing") is not None:
+        uids = sop_uids or extra.get("sop_instance_uids") or ()
+        return VolumeFrame(PatientVolume.from_metadata(width, height, extra, uids))
     return PixelFrame(width, height)
 
 

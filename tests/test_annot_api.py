@@ -323,3 +323,53 @@ def _label(c, who: str) -> str:
     name = f"del-{who}"
     c["admin"]("POST", "/api/v1/projects/default/labels", {"name": name})
     return name
+
+
+def test_volume_annotations_in_patient_coordinates(shared_data: Path, serve_dirs) -> None:
+    """A polygon drawn on an axial slice of a real CT series: stored in LPS mm as a planar 3D
+    polygon with its frame of reference and SOP instance, read back exactly, and listed on a
+    coronal slice as the segment where the two planes meet."""
+    srv = serve_dirs(shared_data / "dicom" / "ct_dcmqi_23x38x3")
+    c = Client(srv.url, srv.token)
+    (image,) = list(srv.catalog.images)
+    extra = srv.catalog.images[image].info.extra
+    base = f"/api/v1/images/{image}/annotations"
+    ring = [[2.25, 5.5], [20.0, 5.0], [20.5, 30.0], [2.0, 30.25], [2.25, 5.5]]
+    r = c("POST", base + "?crs=pixel", feature(ring, label="liver", slice=1))
+    assert r.status_code == 201, r.text
+    made = r.json()
+    props = made["properties"]
+    assert props["slice"] == 1 and props["plane"] == "axial"
+    assert props["frame_of_reference_uid"] == extra["frame_of_reference_uid"]
+    assert props["sop_instance_uid"] == extra["sop_instance_uids"][1]
+    assert same_ring(made["geometry"]["coordinates"][0], ring, 1e-6)
+    world = c("GET", f"/api/v1/annotations/{made['id']}").json()
+    xyz = np.asarray(world["geometry"]["coordinates"][0])
+    assert xyz.shape[1] == 3
+    z = extra["slice_positions"][1][2]
+    assert np.allclose(xyz[:, 2], z, atol=1e-6)
+    # the same polygon written in LPS lands on slice 1 again
+    again = c("POST", base, world)
+    assert again.status_code == 201 and again.json()["properties"]["slice"] == 1
+    assert same_ring(again.json()["geometry"]["coordinates"][0], xyz.tolist(), 1e-6)
+    # listing: by slice (whole), on a coronal slice (the cut), by a 6-number world bbox
+    on_slice = c("GET", base + "?crs=pixel&slice=1").json()["features"]
+    assert [f["geometry"]["type"] for f in on_slice] == ["Polygon", "Polygon"]
+    assert c("GET", base + "?crs=pixel&slice=0").json()["features"] == []
+    cut = c("GET", base + "?crs=world&slice=20&plane=coronal").json()["features"]
+    assert len(cut) == 2 and all(f["properties"]["intersection"] for f in cut)
+    seg = np.asarray(cut[0]["geometry"]["coordinates"][0])
+    assert seg.shape == (2, 3) and np.allclose(seg[:, 2], z, atol=1e-6)
+    px = c("GET", base + "?crs=pixel&slice=20&plane=coronal").json()["features"]
+    assert px[0]["geometry"]["type"] == "MultiLineString"
+    assert c("GET", base + "?crs=pixel&slice=36&plane=coronal").json()["features"] == []
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    box = ",".join(str(v) for v in [*(lo - 1), *(hi + 1)])
+    assert len(c("GET", base + f"?bbox={box}").json()["features"]) == 2
+    far = ",".join(str(v) for v in [*(hi + 10), *(hi + 20)])
+    assert c("GET", base + f"?bbox={far}").json()["features"] == []
+    # errors
+    assert c("POST", base + "?crs=pixel", feature(ring)).status_code == 400  # no slice
+    assert c("POST", base + "?crs=pixel", feature(ring, slice=3)).status_code == 422
+    assert c("GET", base + "?bbox=1,2,3,4").status_code == 400  # 6 numbers for volumes
+    assert c("GET", base + "?crs=EPSG:4326").status_code == 400

@@ -40,7 +40,15 @@ from annot.features import (
     repair_json,
     view_features,
 )
-from annot.frames import PIXEL, WORLD, ImageFrame, VolumeFrame, frame_from_metadata, parse_crs
+from annot.frames import (
+    PIXEL,
+    WORLD,
+    GeoFrame,
+    ImageFrame,
+    VolumeFrame,
+    frame_from_metadata,
+    parse_crs,
+)
 from annot.geometry import map_coords
 from annot.model import Annotation, Content, Plane, Status
 from annot.storage import Region
@@ -68,12 +76,7 @@ def _frame(image_id: str, version: str, source: Any) -> ImageFrame:
     if hit is not None:
         return hit
     info = source.info
-    sop_uids: list[str] = []
-    for f in getattr(source, "frames", None) or []:
-        fields = getattr(f, "fields", None)
-        uid = fields.get("sop_instance") if isinstance(fields, dict) else None
-        sop_uids.append(str(uid) if uid else "")
-    frame = frame_from_metadata(info.width, info.height, info.extra, sop_uids)
+    frame = frame_from_metadata(info.width, info.height, info.extra)
     if len(_FRAMES) > 1024:
         _FRAMES.clear()
     _FRAMES[key] = frame
@@ -135,6 +138,13 @@ class AnnotBaseHandler(BaseHandler):
     def frame(self, image_id: str) -> ImageFrame:
         source = self.ctx.catalog.get(image_id)
         return _frame(image_id, source.info.version, source)
+
+    def frame_and_crs(self, image_id: str) -> tuple[ImageFrame, str]:
+        """The image's frame and the request's ``crs``, checked against each other."""
+        frame, crs = self.frame(image_id), self.crs()
+        if crs not in (WORLD, PIXEL) and not isinstance(frame, GeoFrame):
+            raise BadRequest(f"crs={crs} needs a georeferenced image: use world or pixel")
+        return frame, crs
 
     def project_of_image(self, image_id: str) -> str:
         self.ctx.catalog.get(image_id)
@@ -256,8 +266,7 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
     async def get(self, image_id: str) -> None:
         project = self.project_of_image(image_id)
         self.require(project, Role.annotator)
-        frame = self.frame(image_id)
-        crs = self.crs()
+        frame, crs = self.frame_and_crs(image_id)
         limit = _int_arg(self.get_query_argument("limit", None), "limit", DEFAULT_LIMIT)
         after = _int_arg(self.get_query_argument("cursor", None), "cursor", 0)
         bbox_arg = self.get_query_argument("bbox", None)
@@ -327,8 +336,7 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
     async def post(self, image_id: str) -> None:
         project = self.project_of_image(image_id)
         role = self.require(project, Role.annotator)
-        frame = self.frame(image_id)
-        crs = self.crs()
+        frame, crs = self.frame_and_crs(image_id)
         content = parse_feature(self.body_json(), frame, crs)
         self.check_edit(role, None, content)
         (stored,) = await self.call(
@@ -350,8 +358,7 @@ class BulkAnnotationsHandler(AnnotBaseHandler):
     async def post(self, image_id: str) -> None:
         project = self.project_of_image(image_id)
         role = self.require(project, Role.annotator)
-        frame = self.frame(image_id)
-        crs = self.crs()
+        frame, crs = self.frame_and_crs(image_id)
         data = self.body_json(limit=1 << 62)
         if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
             raise BadRequest("the body must be a GeoJSON FeatureCollection")
@@ -386,13 +393,14 @@ class BulkAnnotationsHandler(AnnotBaseHandler):
 class AnnotationHandler(AnnotBaseHandler):
     """GET, PUT (replace, If-Match) and DELETE (If-Match) one annotation."""
 
-    async def _load(self, aid: str) -> tuple[Annotation, Role, ImageFrame]:
+    async def _load(self, aid: str) -> tuple[Annotation, Role, ImageFrame, str]:
         a = await self.call(self.ctx.store.get, int(aid))
         role = self.require(a.project, Role.annotator)
-        return a, role, self.frame(a.image_id)
+        frame, crs = self.frame_and_crs(a.image_id)
+        return a, role, frame, crs
 
     async def get(self, aid: str) -> None:
-        a, _, frame = await self._load(aid)
+        a, _, frame, crs = await self._load(aid)
         etag = f'"{a.version}"'
         inm = self.request.headers.get("If-None-Match")
         if inm is not None and etag in [v.strip().removeprefix("W/") for v in inm.split(",")]:
@@ -400,11 +408,10 @@ class AnnotationHandler(AnnotBaseHandler):
             self.set_status(304)
             self.finish()
             return
-        self.write_feature(a, frame, self.crs())
+        self.write_feature(a, frame, crs)
 
     async def put(self, aid: str) -> None:
-        current, role, frame = await self._load(aid)
-        crs = self.crs()
+        current, role, frame, crs = await self._load(aid)
         expected = parse_if_match(self.request.headers.get("If-Match"))
         content = parse_feature(self.body_json(), frame, crs)
         self.check_edit(role, current, content)
@@ -414,7 +421,7 @@ class AnnotationHandler(AnnotBaseHandler):
         self.write_feature(updated, frame, crs)
 
     async def delete(self, aid: str) -> None:
-        current, role, _ = await self._load(aid)
+        current, role, _, _ = await self._load(aid)
         self.check_edit(role, current, None)
         expected = parse_if_match(self.request.headers.get("If-Match"))
         await self.call(self.ctx.store.delete, current.id, expected, self.current_user.name)
