@@ -9,8 +9,10 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 
 import psycopg
+import pytest
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_TABLES = (
@@ -62,3 +64,11 @@ def truncate(url: str) -> None:
         exists = conn.execute("SELECT to_regclass('annotations')").fetchone()
         if exists and exists[0] is not None:
             conn.execute(f"TRUNCATE {PG_TABLES} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostGIS database for the session (dropped after); tests truncate it."""
+    name, url = create_database()
+    yield url
+    drop_database(name)

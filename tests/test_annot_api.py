@@ -3,6 +3,7 @@ projects, snapshots, and the permission matrix of every role and route."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
@@ -11,9 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+import tornado.httpserver
+import tornado.netutil
 
 from annot.storage import open_store
 from annot.users import Role
+from tests import pg
+from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.pg import pg_database  # noqa: F401  (a fixture)
+from tileserver.catalog import scan
+from tileserver.server import build_context, prepare_admin
+from tileserver.web.app import make_app
 
 RING = [[100.25, 100.5], [300.75, 110.0], [280.0, 250.125], [120.0, 240.0], [100.25, 100.5]]
 
@@ -36,9 +45,54 @@ class Client:
 
 
 @pytest.fixture
-def api(geo_dir: Path, serve_dirs, tmp_path: Path):
-    srv = serve_dirs(geo_dir)
-    store = open_store(f"sqlite:///{tmp_path / 'state0' / 'tessera.db'}")
+def pg_server(monkeypatch: pytest.MonkeyPatch):
+    """Like ``serve_dirs``, on a PostGIS database."""
+    started = []
+    monkeypatch.setenv("TESSERA_ADMIN_TOKEN", ADMIN_TOKEN)
+
+    def start(folder: Path, db_url: str) -> LiveServer:
+        catalog = scan([folder])
+        prepare_admin(db_url, demo_token=False)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        port = sockets[0].getsockname()[1]
+        ready = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            ctx = build_context(catalog, db_url, 0)
+            server = tornado.httpserver.HTTPServer(make_app(ctx, "test-secret"))
+            server.add_sockets(sockets)
+            holder.update(loop=loop, server=server, ctx=ctx)
+            ready.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        ready.wait(10)
+        started.append((holder, thread))
+        return LiveServer(f"http://127.0.0.1:{port}", ADMIN_TOKEN, catalog)
+
+    yield start
+    for holder, thread in started:
+        holder["loop"].call_soon_threadsafe(holder["server"].stop)
+        holder["loop"].call_soon_threadsafe(holder["loop"].stop)
+        thread.join(5)
+        holder["ctx"].store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgis"])
+def api(request: pytest.FixtureRequest, geo_dir: Path, serve_dirs, tmp_path: Path):
+    """A live server on each store, with users admin, rev, ann and ann2."""
+    if request.param == "sqlite":
+        srv = serve_dirs(geo_dir)
+        db_url = f"sqlite:///{tmp_path / 'state0' / 'tessera.db'}"
+    else:
+        db_url = request.getfixturevalue("pg_database")
+        pg.truncate(db_url)
+        srv = request.getfixturevalue("pg_server")(geo_dir, db_url)
+    store = open_store(db_url)
     clients = {"admin": Client(srv.url, srv.token), "anon": Client(srv.url, None)}
     for name, role in [("rev", Role.reviewer), ("ann", Role.annotator), ("ann2", Role.annotator)]:
         _, token = store.add_user(name, role)

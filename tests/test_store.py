@@ -22,15 +22,9 @@ from annot.storage import Region, Store, open_store
 from annot.taxonomy import Label
 from annot.users import Role
 from tests import pg
+from tests.pg import pg_database  # noqa: F401  (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    name, url = pg.create_database()
-    yield url
-    pg.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgis"])
