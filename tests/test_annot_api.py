@@ -427,3 +427,21 @@ def test_volume_annotations_in_patient_coordinates(shared_data: Path, serve_dirs
     assert c("POST", base + "?crs=pixel", feature(ring, slice=3)).status_code == 422
     assert c("GET", base + "?bbox=1,2,3,4").status_code == 400  # 6 numbers for volumes
     assert c("GET", base + "?crs=EPSG:4326").status_code == 400
+
+
+def test_openapi_paths_cover_every_annotation_route() -> None:
+    import re
+
+    from tileserver.web.annotations import openapi_paths
+    from tileserver.web.app import annotation_routes
+
+    samples = {"id": "img", "aid": "12", "cid": "3", "project": "default", "label": "a/b"}
+    samples.update(user="ann", snapshot="v1")
+    concrete = [
+        re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path) for path in openapi_paths()
+    ]
+    patterns = [spec.regex for spec in annotation_routes({"ctx": None})]
+    for path in concrete:
+        assert sum(bool(p.fullmatch(path)) for p in patterns) >= 1, path
+    for p in patterns:
+        assert any(p.fullmatch(path) for path in concrete), p.pattern

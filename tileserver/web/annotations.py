@@ -680,3 +680,123 @@ __all__ = [
     "SnapshotsHandler",
     "UndoHandler",
 ]
+
+
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI path items of these routes (for ``tileserver.web.openapi``)."""
+
+    def op(summary: str, ok: str, *params: str, body: str | None = None) -> dict[str, Any]:
+        names = {
+            "id": ("path", {"type": "string"}, "image id"),
+            "aid": ("path", {"type": "integer"}, "annotation id"),
+            "cid": ("path", {"type": "integer"}, "change id"),
+            "project": ("path", {"type": "string"}, "project name"),
+            "label": ("path", {"type": "string"}, "label path, e.g. vehicle/car/sedan"),
+            "user": ("path", {"type": "string"}, "user name"),
+            "snapshot": ("path", {"type": "string"}, "snapshot name"),
+            "crs": ("query", {"type": "string", "default": "world"}, "world | pixel | EPSG:n"),
+            "bbox": ("query", {"type": "string"}, "minx,miny,maxx,maxy (volumes in world: 6)"),
+            "slice": ("query", {"type": "integer"}, "volumes: a slice of plane"),
+            "plane": ("query", {"enum": ["axial", "coronal", "sagittal"]}, "volumes"),
+            "limit": ("query", {"type": "integer", "default": DEFAULT_LIMIT}, "page size"),
+            "cursor": ("query", {"type": "string"}, "next_cursor of the previous page"),
+            "If-Match": ("header", {"type": "string"}, 'the ETag ("3") or the version'),
+        }
+        parameters = [
+            {
+                "name": p,
+                "in": names[p][0],
+                "required": names[p][0] == "path",
+                "schema": names[p][1],
+                "description": names[p][2],
+            }
+            for p in params
+        ]
+        out: dict[str, Any] = {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {ok: {"description": "success"}},
+        }
+        errors = "400 bad request, 401, 403 role, 404, 409 conflict, 412 If-Match, 413, 422"
+        out["description"] = f"Errors: {errors} (JSON error bodies)."
+        if body:
+            out["requestBody"] = {"description": body, "required": True}
+        return out
+
+    feature = "a GeoJSON Feature; properties.label required (slice/plane for volumes in pixels)"
+    return {
+        "/api/v1/images/{id}/annotations": {
+            "get": op(
+                "Annotations of an image",
+                "200",
+                "id",
+                "crs",
+                "bbox",
+                "slice",
+                "plane",
+                "limit",
+                "cursor",
+            ),
+            "post": op("Create an annotation", "201", "id", "crs", body=feature),
+        },
+        "/api/v1/images/{id}/annotations/bulk": {
+            "post": op(
+                "Create many (all or none)", "201", "id", "crs", body="a GeoJSON FeatureCollection"
+            ),
+        },
+        "/api/v1/annotations/{aid}": {
+            "get": op("One annotation (ETag = version)", "200", "aid", "crs"),
+            "put": op("Replace it", "200", "aid", "crs", "If-Match", body=feature),
+            "delete": op("Delete it", "204", "aid", "If-Match"),
+        },
+        "/api/v1/annotations/{aid}/history": {
+            "get": op("Every change: who, when, what before", "200", "aid", "crs"),
+        },
+        "/api/v1/annotations/{aid}/history/{cid}/undo": {
+            "post": op("Undo the latest change", "200", "aid", "cid", "crs"),
+        },
+        "/api/v1/projects": {
+            "get": op("Projects you belong to", "200"),
+            "post": op(
+                "Create a project (admins)", "201", body="{name, instructions, labels, locked}"
+            ),
+        },
+        "/api/v1/projects/{project}": {
+            "get": op("A project and its taxonomy", "200", "project"),
+            "patch": op(
+                "Instructions and lock (project admins)",
+                "200",
+                "project",
+                body="{instructions, locked}",
+            ),
+        },
+        "/api/v1/projects/{project}/labels": {
+            "get": op("The taxonomy", "200", "project"),
+            "post": op(
+                "Add or change a label",
+                "201",
+                "project",
+                body="{name, color, code: {scheme, value, meaning}, kinds}",
+            ),
+        },
+        "/api/v1/projects/{project}/labels/{label}": {
+            "put": op(
+                "Add or change a label", "200", "project", "label", body="{color, code, kinds}"
+            ),
+            "delete": op("Delete an unused label and those below it", "204", "project", "label"),
+        },
+        "/api/v1/projects/{project}/members": {"get": op("Members", "200", "project")},
+        "/api/v1/projects/{project}/members/{user}": {
+            "put": op("Set a member's role", "200", "project", "user", body="{role}"),
+            "delete": op("Remove a member", "204", "project", "user"),
+        },
+        "/api/v1/projects/{project}/snapshots": {
+            "get": op("Snapshots", "200", "project"),
+            "post": op("Take an immutable snapshot", "201", "project", body="{name, description}"),
+        },
+        "/api/v1/projects/{project}/snapshots/{snapshot}": {
+            "get": op(
+                "A snapshot's annotations", "200", "project", "snapshot", "crs", "limit", "cursor"
+            ),
+        },
+    }
