@@ -16,7 +16,6 @@ size, counts}`` on the pixel grid), and for volumes in pixel coordinates ``slice
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -534,7 +533,3 @@ def view_features(
         out.append({"type": "Feature", "id": a.id, "geometry": g, "properties": props})
     out.sort(key=lambda f: int(f["id"]))
     return out
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)

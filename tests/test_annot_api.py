@@ -359,6 +359,8 @@ def test_permission_matrix(api) -> None:
         ("snapshots", lambda who: c[who]("GET", "/api/v1/projects/default/snapshots"), every, 200),
         ("take snapshot", lambda who: c[who]("POST", "/api/v1/projects/default/snapshots", {"name": f"s-{who}"}), {A, R}, 201),
         ("secret snapshots", lambda who: c[who]("GET", "/api/v1/projects/secret/snapshots"), {A}, 200),
+        ("read snapshot", lambda who: c[who]("GET", "/api/v1/projects/default/snapshots/s-admin"), every, 200),
+        ("read secret snapshot", lambda who: c[who]("GET", "/api/v1/projects/secret/snapshots/x"), {A}, 404),
     ]
     wrong = []
     for name, make, allowed, ok in cases:

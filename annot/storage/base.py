@@ -9,7 +9,7 @@ stores answer the same thing (GEOS decides ``intersects`` in both).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -383,6 +383,3 @@ def resolve_labels(project: Project, contents: Sequence[Content]) -> list[Label]
         for label in current.resolve(c.label, c.kind):
             labels[label.name] = new[label.name] = label
     return list(new.values())
-
-
-Json = Mapping[str, Any]
