@@ -331,3 +331,26 @@ def test_killed_bulk_insert_leaves_no_partial_batch(store_url: str, tmp_path: Pa
     assert reopened.count("img") == 2
     reopened.close()
     store.close()
+
+
+def test_query_page_small_and_large_regions_agree(store: Store) -> None:
+    """Paging through 1,200 hits: the one-join path (a few pages of candidates) and the
+    ids-first path (many pages) answer the same ids, in order, exactly once each."""
+    shapes = [poly((i % 40) * 3.0, (i // 40) * 3.0, 2.0) for i in range(1200)]
+    shapes.append(Content(Kind.polygon, "l", shapely.Polygon([(0, 0), (200, 0), (0, 200)])))
+    store.add("img", "default", shapes, "ann")
+    tri = shapely.Polygon([(0, 0), (130, 0), (0, 130)])
+    region = Region((0, 0, 130, 130, 0, 0), tri)
+    expected = [a.id for a in store.query("img", region, 0, 10_000)]
+    assert 500 < len(expected) < 1201
+    for limit in (10, 500):  # 10: more than 4 pages of candidates; 500: one join
+        got: list[int] = []
+        after = 0
+        while True:
+            page = store.query_page("img", region, after, limit)
+            got.extend(page.ids)
+            assert len(page.geometries) == len(page.ids) == len(page.properties)
+            if len(page.ids) < limit:
+                break
+            after = page.ids[-1]
+        assert got == expected, limit

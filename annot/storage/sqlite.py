@@ -655,35 +655,58 @@ class SqliteStore:
     ) -> FeaturePage:
         check_page(after, limit)
         conn = self._conn()
+        found = self._joined(conn, image_id, region, after, limit)
+        if found is not None:
+            return _page(*found, region, limit)
+        # A large region: read ids first, then rows a page at a time.
         ids: list[int] = []
         geoms: list[npt.NDArray[np.object_]] = []
         props: list[str] = []
-        n = 0
         for cursor in self._pages(conn, image_id, region, after, limit, "id, geom, props"):
-            # Row by row: no list of row tuples stays alive (see features.geometry_bytes).
-            chunk_ids: list[int] = []
-            wkbs: list[bytes] = []
-            chunk_props: list[str] = []
-            for aid, wkb, prop in cursor:
-                chunk_ids.append(aid)
-                wkbs.append(wkb)
-                chunk_props.append(prop)
-            g = shapely.from_wkb(wkbs)
-            keep = (
-                shapely.intersects(g, region.shape)
-                if region.shape is not None
-                else np.ones(len(g), dtype=bool)
-            )
-            for aid, prop, k in zip(chunk_ids, chunk_props, keep.tolist(), strict=True):
-                if k:
-                    ids.append(aid)
-                    props.append(prop)
-            geoms.append(g[keep])
-            n += int(keep.sum())
-            if n >= limit:
+            chunk = _columns(cursor)
+            page = _page(*chunk, region, limit - len(ids))
+            ids.extend(page.ids)
+            geoms.append(page.geometries)
+            props.extend(page.properties)
+            if len(ids) >= limit:
                 break
         all_geoms = np.concatenate(geoms) if geoms else np.empty(0, dtype=object)
-        return FeaturePage(ids[:limit], all_geoms[:limit], props[:limit])
+        return FeaturePage(ids, all_geoms, props)
+
+    def _joined(
+        self, conn: sqlite3.Connection, image_id: str, region: Region, after: int, limit: int
+    ) -> tuple[list[int], list[bytes], list[str]] | None:
+        """Every candidate's (id, geom, props) in one R*Tree join, sorted by id; None when
+        there are more than a few pages of them (then ``_pages`` reads ids first)."""
+        tree = self._tree(conn, image_id)
+        if tree is None:
+            return [], [], []
+        name, dims = tree
+        x0, y0, x1, y1, z0, z1 = region.bounds
+        where = "r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?"
+        params: list[float] = [x1, x0, y1, y0]
+        if dims == 3:
+            where += " AND r.minz <= ? AND r.maxz >= ?"
+            params += [z1, z0]
+        cursor = conn.execute(
+            f"SELECT a.id, a.geom, a.props FROM {name} r JOIN annotations a ON a.id = r.id "
+            f"WHERE {where} AND r.id > ? AND a.maxx >= ? AND a.minx <= ? AND a.maxy >= ? "
+            "AND a.miny <= ? AND a.maxz >= ? AND a.minz <= ?",
+            (*params, after, x0, x1, y0, y1, z0, z1),
+        )
+        cap = 4 * limit + 1000
+        ids: list[int] = []
+        wkbs: list[bytes] = []
+        props: list[str] = []
+        for aid, wkb, prop in cursor:  # no row tuple stays alive (see geometry_bytes)
+            ids.append(aid)
+            wkbs.append(wkb)
+            props.append(prop)
+            if len(ids) > cap:
+                cursor.close()
+                return None
+        order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable").tolist()
+        return [ids[i] for i in order], [wkbs[i] for i in order], [props[i] for i in order]
 
     def count(self, image_id: str) -> int:
         row = (
@@ -857,6 +880,32 @@ class SqliteStore:
 def _like_prefix(name: str) -> str:
     escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped + "/%"
+
+
+def _columns(cursor: sqlite3.Cursor) -> tuple[list[int], list[bytes], list[str]]:
+    ids: list[int] = []
+    wkbs: list[bytes] = []
+    props: list[str] = []
+    for aid, wkb, prop in cursor:
+        ids.append(aid)
+        wkbs.append(wkb)
+        props.append(prop)
+    return ids, wkbs, props
+
+
+def _page(
+    ids: list[int], wkbs: list[bytes], props: list[str], region: Region, limit: int
+) -> FeaturePage:
+    """The first ``limit`` candidates (in id order) that meet the region's exact shape."""
+    geoms = shapely.from_wkb(wkbs) if wkbs else np.empty(0, dtype=object)
+    if region.shape is not None and len(geoms):
+        shape = region.shape
+        shapely.prepare(shape)
+        keep = np.flatnonzero(shapely.intersects(geoms, shape))[:limit]
+        return FeaturePage(
+            [ids[i] for i in keep.tolist()], geoms[keep], [props[i] for i in keep.tolist()]
+        )
+    return FeaturePage(ids[:limit], geoms[:limit], props[:limit])
 
 
 def _exact(found: list[Annotation], region: Region) -> list[Annotation]:
