@@ -376,8 +376,11 @@ def geometry_bytes(geoms: np.ndarray) -> list[bytes]:
     return out
 
 
-def _ring_order(coords: np.ndarray, ring_off: np.ndarray, first_ring: np.ndarray) -> np.ndarray:
-    """Indexes that put exterior rings counter-clockwise and holes clockwise (RFC 7946)."""
+def _ring_order(
+    coords: np.ndarray, ring_off: np.ndarray, first_ring: np.ndarray
+) -> np.ndarray | None:
+    """Indexes that put exterior rings counter-clockwise and holes clockwise (RFC 7946);
+    None when every ring is already so."""
     n = len(coords)
     lo, hi = ring_off[:-1], ring_off[1:]
     x, y = coords[:, 0], coords[:, 1]
@@ -388,7 +391,7 @@ def _ring_order(coords: np.ndarray, ring_off: np.ndarray, first_ring: np.ndarray
     area[hi == lo] = 0.0
     reverse = np.where(first_ring, area < 0, area > 0)
     if not reverse.any():
-        return np.arange(n)
+        return None
     ring_of = np.repeat(np.arange(len(lo)), hi - lo)
     pos = np.arange(n)
     flip = reverse[ring_of]
@@ -421,7 +424,9 @@ def _flat_geometry_bytes(geoms: np.ndarray, transform: PointMap) -> list[bytes]:
             ring_off = np.asarray(offsets[0])
             first = np.zeros(len(ring_off) - 1, dtype=bool)
             first[np.asarray(offsets[1])[:-1]] = True
-            coords = np.ascontiguousarray(coords[_ring_order(coords, ring_off, first)])
+            order = _ring_order(coords, ring_off, first)
+            if order is not None:
+                coords = np.ascontiguousarray(coords[order])
         head = b'{"type":"' + name.encode() + b'","coordinates":'
         if tid == _GT.POINT:
             for n, t in enumerate(targets):

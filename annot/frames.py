@@ -398,7 +398,3 @@ def parse_crs(value: str | None) -> str:
     if value.upper().startswith("EPSG:") and value[5:].isdigit():
         return value.upper()
     raise BadRequest(f"unknown crs {value!r}: use world, pixel or EPSG:n")
-
-
-def as_points(seq: Sequence[Sequence[float]]) -> Array:
-    return np.asarray(seq, dtype=np.float64)

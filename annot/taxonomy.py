@@ -9,7 +9,7 @@ rejects unknown labels. A label may restrict the geometry types it can be drawn 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +168,3 @@ def effective_role(user: User, project: str, membership: Role | None) -> Role | 
 
 def at_least(role: Role | None, needed: Role) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[needed]
-
-
-def labels_by_name(labels: Iterable[Label]) -> dict[str, Label]:
-    return {label.name: label for label in labels}

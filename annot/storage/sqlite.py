@@ -40,7 +40,6 @@ from annot.storage.base import (
     make_change,
     now,
     project_from,
-    record_to_annotation,
     resolve_labels,
 )
 from annot.taxonomy import DEFAULT_PROJECT, Label, Project, check_project_name
@@ -916,4 +915,4 @@ def _exact(found: list[Annotation], region: Region) -> list[Annotation]:
     return [a for a, k in zip(found, keep, strict=True) if k]
 
 
-__all__ = ["SqliteStore", "record_to_annotation"]
+__all__ = ["SqliteStore"]
