@@ -20,8 +20,14 @@ from tqdm import tqdm
 from tileserver.errors import ImageNotFound, TileServerError, UnsupportedFile
 from tileserver.readers.base import ImageSource
 from tileserver.readers.dicom_index import is_dicom_candidate
-from tileserver.readers.geotiff import GeoTIFFSource
+from tileserver.readers.tiff import open_tiff
 from tileserver.readers.tiffcheck import is_tiff
+from tileserver.readers.zarr_source import (
+    ZARR_IMAGE,
+    NGFFSource,
+    zarr_folder_kind,
+    zarr_metadata_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +76,19 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def iter_candidate_files(root: Path) -> Iterator[Path]:
-    """Regular files below ``root`` (sorted, hidden entries skipped), never leaving ``root``."""
+    """Regular files below ``root`` (sorted, hidden entries skipped), never leaving ``root``.
+
+    An OME-NGFF zarr folder (``.zattrs``/``zarr.json`` with ``multiscales``) is one image: it is
+    yielded as a folder and not descended into; nor is any other zarr array or group.
+    """
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        folder = Path(dirpath)
+        kind = zarr_folder_kind(folder)
+        if kind is not None:
+            dirnames[:] = []
+            if kind == ZARR_IMAGE and _inside(folder, root):
+                yield folder
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -83,12 +100,23 @@ def iter_candidate_files(root: Path) -> Iterator[Path]:
 
 def factory_for(path: Path) -> SourceFactory | None:
     """Pick a source by suffix and magic bytes; None means 'not an image format we serve'."""
+    if path.is_dir():
+        return NGFFSource if zarr_folder_kind(path) == ZARR_IMAGE else None
     suffix = path.suffix.lower()
     if suffix in REFUSED_SUFFIXES:
         return None
     if suffix in TIFF_SUFFIXES or is_tiff(path):
-        return GeoTIFFSource
+        return open_tiff
     return None
+
+
+def _version_stat(path: Path) -> os.stat_result:
+    """What an image's version comes from: the file, or a zarr folder's metadata file."""
+    if path.is_dir():
+        metas = [p.stat() for p in zarr_metadata_files(path)]
+        if metas:
+            return max(metas, key=lambda st: st.st_mtime_ns)
+    return path.stat()
 
 
 def scan(roots: list[Path], progress: bool = False) -> Catalog:
@@ -101,9 +129,13 @@ def scan(roots: list[Path], progress: bool = False) -> Catalog:
     files = [(root, p) for root in resolved for p in iter_candidate_files(root)]
     dicom_files: list[tuple[Path, str]] = []
     for root, path in tqdm(files, desc="scanning", unit="file", disable=not progress):
-        rel = path.relative_to(root).as_posix()
+        rel = path.relative_to(root).as_posix() if path != root else root.name
         # Before the TIFF check: a DICOM preamble may look like a TIFF header.
-        if path.suffix.lower() not in TIFF_SUFFIXES and is_dicom_candidate(path):
+        if (
+            not path.is_dir()
+            and path.suffix.lower() not in TIFF_SUFFIXES
+            and is_dicom_candidate(path)
+        ):
             dicom_files.append((path, rel if len(resolved) == 1 else f"{root.name}/{rel}"))
             continue  # DICOM files are grouped into series after the walk
         factory = factory_for(path)
@@ -114,7 +146,7 @@ def scan(roots: list[Path], progress: bool = False) -> Catalog:
             image_id = f"{image_id}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
         try:
             source = factory(image_id, path, rel)
-            st = path.stat()
+            st = _version_stat(path)
             source.info.version = f"{st.st_mtime_ns:x}-{st.st_size:x}"
             catalog.images[image_id] = source
         except UnsupportedFile as exc:
