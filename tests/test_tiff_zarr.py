@@ -388,3 +388,35 @@ def test_broken_zarr_folders_are_skipped_with_a_reason(tmp_path: Path) -> None:
         assert all(r for r in reasons.values())
     finally:
         catalog.close()
+
+
+def test_a_zarr_folder_given_as_the_data_folder(tmp_path: Path) -> None:
+    image = tmp_path / "only.zarr"
+    image.mkdir()
+    write_ngff(image, levels_cyx(1), CYX)
+    catalog = scan([image])
+    try:
+        assert [s.info.name for s in catalog.images.values()] == ["only.zarr"]
+    finally:
+        catalog.close()
+
+
+def test_concurrent_tile_reads_agree(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tileserver.readers.base import TileOptions
+
+    levels = levels_cyx(3)
+    write_ome_subifds(tmp_path / "c.ome.tif", levels, photometric="minisblack")
+    source = TiffSource("c", tmp_path / "c.ome.tif", "c.ome.tif")
+    keys = [(z, x, y) for z in (2, 3) for x in range(3) for y in range(2)]
+    try:
+        ref = {k: source.read_tile(*k, TileOptions()).data for k in keys}
+        with ThreadPoolExecutor(4) as pool:
+            same = pool.map(
+                lambda k: np.array_equal(source.read_tile(*k, TileOptions()).data, ref[k]),
+                keys * 4,
+            )
+            assert all(same)
+    finally:
+        source.close()
