@@ -61,29 +61,37 @@ def to_uint8(data: npt.NDArray[Any], ranges: Sequence[tuple[float, float]] | Non
     return (scaled + np.float32(0.5)).astype(np.uint8)
 
 
+def interleave(planes: UInt8Array, alpha: npt.NDArray[np.bool_] | None = None) -> UInt8Array:
+    """(bands, rows, cols) to contiguous (rows, cols, bands [+ alpha]).
+
+    Copying band by band is 7x faster here than numpy's transposed copy (moveaxis), which
+    was a sixth of a native tile's CPU.
+    """
+    bands, rows, cols = planes.shape
+    out = np.empty((rows, cols, bands + (alpha is not None)), dtype=np.uint8)
+    for i in range(bands):
+        out[:, :, i] = planes[i]
+    if alpha is not None:
+        np.multiply(alpha, np.uint8(255), out=out[:, :, bands], casting="unsafe")
+    return out
+
+
 def encode(display: UInt8Array, valid: npt.NDArray[np.bool_] | None, fmt: TileFormat) -> bytes:
     """Encode (bands, rows, cols) uint8 with 1 or 3 bands; invalid pixels become transparent."""
-    hwc = np.ascontiguousarray(np.moveaxis(display, 0, -1))
     opaque = valid is None or bool(valid.all())
     if fmt is TileFormat.jpg:
-        if not opaque:
-            hwc = hwc * valid[:, :, None]  # type: ignore[index]
-        if hwc.shape[2] == 1:
-            return bytes(simplejpeg.encode_jpeg(hwc, quality=JPEG_QUALITY, colorspace="GRAY"))
-        return bytes(simplejpeg.encode_jpeg(hwc, quality=JPEG_QUALITY, colorspace="RGB"))
-    if not opaque:
-        assert valid is not None
-        alpha = (valid * np.uint8(255))[:, :, None]
-        hwc = np.concatenate([hwc, alpha], axis=2)
-    if hwc.shape[2] == 1:
-        hwc = hwc[:, :, 0]
+        if valid is not None and not opaque:
+            display = display * valid  # JPEG has no alpha: invalid pixels are black
+        hwc = interleave(display)
+        colorspace = "GRAY" if hwc.shape[2] == 1 else "RGB"
+        return bytes(simplejpeg.encode_jpeg(hwc, quality=JPEG_QUALITY, colorspace=colorspace))
+    if fmt is TileFormat.webp and display.shape[0] == 1:  # libwebp takes RGB(A) only
+        display = np.repeat(display, 3, axis=0)
+    hwc = interleave(display, None if opaque else valid)
     if fmt is TileFormat.png:
-        return bytes(imagecodecs.png_encode(hwc, level=1, strategy=3, filter=16))
-    if hwc.ndim == 2 or hwc.shape[2] == 2:  # libwebp takes RGB(A) only
-        grey = hwc if hwc.ndim == 2 else hwc[:, :, 0]
-        rgb = np.repeat(grey[:, :, None], 3, axis=2)
-        hwc = rgb if hwc.ndim == 2 else np.concatenate([rgb, hwc[:, :, 1:]], axis=2)
-    return bytes(imagecodecs.webp_encode(np.ascontiguousarray(hwc), level=WEBP_QUALITY, method=0))
+        image = hwc[:, :, 0] if hwc.shape[2] == 1 else hwc
+        return bytes(imagecodecs.png_encode(image, level=1, strategy=3, filter=16))
+    return bytes(imagecodecs.webp_encode(hwc, level=WEBP_QUALITY, method=0))
 
 
 def render(pixels: Pixels, ranges: Sequence[tuple[float, float]] | None, fmt: TileFormat) -> bytes:
