@@ -248,3 +248,13 @@ def test_pixel_value_of_a_geotiff(srv, geo_dir: Path) -> None:
                 "col=1&row=1&plane=axial", "col=x&row=1"):
         r = srv.get(f"/api/v1/images/{image_id}/pixel?{bad}")
         assert 400 <= r.status_code < 500, (bad, r.status_code)
+
+
+def test_pixel_value_nan_is_null(make_raster, serve_dirs) -> None:
+    data = np.ones((1, 50, 60), np.float32)
+    data[0, 5, 7] = np.nan
+    path = make_raster(data, name="nan.tif")
+    srv = serve_dirs(path.parent)
+    body = srv.get(f"/api/v1/images/{srv.image_id('nan.tif')}/pixel?col=7.5&row=5.5").json()
+    assert body["value"] == [None] and body["valid"] is False
+    assert srv.get(f"/api/v1/images/{srv.image_id('nan.tif')}/pixel?col=8.5&row=5.5").json()["value"] == [1.0]

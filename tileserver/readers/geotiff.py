@@ -327,7 +327,8 @@ class GeoTIFFSource:
         out: dict[str, Any] = {
             "col": col,
             "row": row,
-            "value": [float(v) for v in px.data[:, 0, 0]],
+            # JSON has no NaN: a NaN value is null.
+            "value": [float(v) if np.isfinite(v) else None for v in px.data[:, 0, 0]],
             "valid": bool(px.valid is None or px.valid[0, 0]),
         }
         if self.georef is not None:
