@@ -5,12 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gdal-bin dcmtk dicom3tools postgresql-15-postgis-3 chromium wrk iproute2 nodejs npm)
+APT_PACKAGES=(gdal-bin dcmtk dicom3tools postgresql-15-postgis-3 chromium wrk iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# Node may come from elsewhere than Debian (its npm then conflicts with Debian's): only
+# install it when the commands are missing.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing system packages: ${missing[*]}"
   SUDO=""
