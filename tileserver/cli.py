@@ -19,7 +19,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
         help="sqlite:///PATH (default: .tessera/tessera.db in the first "
-        "data folder) or postgresql://...",
+        "data folder) or postgresql://USER@HOST/DB (PostGIS)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")

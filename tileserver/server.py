@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -171,6 +172,9 @@ def serve(cfg: ServeConfig) -> None:
             )
         if cfg.open_browser and token and _has_display():
             webbrowser.open(f"{base}?token={token}")
+    # Everything loaded so far lives for the whole process: keep it out of the collector's
+    # full passes (measured: ~20 ms pauses under load without this).
+    gc.freeze()
     try:
         tornado.ioloop.IOLoop.current().start()
     finally:

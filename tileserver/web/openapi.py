@@ -80,6 +80,9 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
+    # Imported here: the annotation handlers import the handler module, which imports this one.
+    from tileserver.web.annotations import openapi_paths
+
     image_id = _param("id", "path", {"type": "string"}, "image id")
     json_ok = {"description": "OK", "content": {"application/json": {}}}
     return {
@@ -163,5 +166,6 @@ def openapi_document() -> dict[str, Any]:
                 "OGC WebMercatorQuad tile (georeferenced images)",
                 "Pixels outside the image are transparent in PNG/WebP.",
             ),
+            **openapi_paths(),
         },
     }
