@@ -147,6 +147,26 @@ def select_bands(count: int, options: TileOptions) -> tuple[int, ...]:
     return (1, 2, 3) if count >= 3 else (1,)
 
 
+def rescale_ranges(
+    options: TileOptions,
+    bands: tuple[int, ...],
+    default_rescale: list[tuple[float, float]] | None,
+) -> list[tuple[float, float]] | None:
+    """The value ranges shown for ``bands``: the request's ``rescale``, else the image's default.
+
+    None means the data is shown as is (uint8).
+    """
+    if options.rescale is not None:
+        if len(options.rescale) not in (1, len(bands)):
+            raise BadParameter(
+                f"give one rescale range, or one per band ({len(bands)} bands shown)"
+            )
+        return list(options.rescale)
+    if default_rescale is None:
+        return None
+    return [default_rescale[b - 1] for b in bands]
+
+
 class ImageSource(Protocol):
     """One registered image. Implementations are thread-safe and open files lazily.
 

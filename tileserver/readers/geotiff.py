@@ -28,6 +28,7 @@ from tileserver.readers.base import (
     ImageInfo,
     Pixels,
     TileOptions,
+    rescale_ranges,
     select_bands,
 )
 from tileserver.readers.mercator import WEB_MERCATOR, MercatorGrid, SourceGrid, bbox_to_3857
@@ -215,16 +216,7 @@ class GeoTIFFSource:
         return select_bands(self.count, options)
 
     def display_ranges(self, options: TileOptions) -> list[tuple[float, float]] | None:
-        bands = self._bands(options)
-        if options.rescale is not None:
-            if len(options.rescale) not in (1, len(bands)):
-                raise BadParameter(
-                    f"give one rescale range, or one per band ({len(bands)} bands shown)"
-                )
-            return list(options.rescale)
-        if self.info.default_rescale is None:
-            return None
-        return [self.info.default_rescale[b - 1] for b in bands]
+        return rescale_ranges(options, self._bands(options), self.info.default_rescale)
 
     def _level_for(self, scale: float) -> Level:
         """The coarsest level whose resolution is still at least as fine as ``scale``."""

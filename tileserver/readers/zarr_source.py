@@ -28,7 +28,7 @@ import numpy.typing as npt
 import zarr
 
 from tileserver.errors import BadParameter, ImageReadError, TileOutOfBounds, UnsupportedFile
-from tileserver.readers.base import ImageInfo, Pixels, TileOptions, select_bands
+from tileserver.readers.base import ImageInfo, Pixels, TileOptions, rescale_ranges, select_bands
 
 SUPPORTED_KINDS = "biuf"  # bool excluded below; complex and structured types are not images
 SAMPLE_TILE = 256
@@ -263,16 +263,7 @@ class MultiscaleSource:
         return out
 
     def display_ranges(self, options: TileOptions) -> list[tuple[float, float]] | None:
-        bands = self._bands(options)
-        if options.rescale is not None:
-            if len(options.rescale) not in (1, len(bands)):
-                raise BadParameter(
-                    f"give one rescale range, or one per band ({len(bands)} bands shown)"
-                )
-            return list(options.rescale)
-        if self.info.default_rescale is None:
-            return None
-        return [self.info.default_rescale[b - 1] for b in bands]
+        return rescale_ranges(options, self._bands(options), self.info.default_rescale)
 
     def _sample_coarsest(self) -> npt.NDArray[Any]:
         """Pixels of the coarsest level (a 4x4 grid of windows when it is large)."""
