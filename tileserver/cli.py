@@ -66,7 +66,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first data folder of 'serve' (finds its database)",
     )
     p.add_argument("--db", help="database URL, as for 'serve'")
+
+    p = sub.add_parser("export", help="write an image's annotations to a file")
+    p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
+    p.add_argument("--format", required=True, choices=["geojson"])
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="PATH")
+    p.add_argument("--crs", help="world (WGS84, default), image, EPSG:n or pixel")
+    p.add_argument("--labels", help="comma-separated labels (with their sub-labels)")
+    p.add_argument("--status", help="comma-separated statuses (draft, submitted, ...)")
+    _store_args(p)
+
+    p = sub.add_parser("import", help="import annotations from a file onto an image")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
+    p.add_argument("--format", required=True, choices=["geojson"])
+    p.add_argument("--crs", help="the file's CRS when it names none (EPSG:n); default WGS84")
+    p.add_argument("--label", help="the label of features without properties.label")
+    p.add_argument("--user", default="admin", help="the author to record (default: admin)")
+    p.add_argument("--dry-run", action="store_true", help="report, store nothing")
+    _store_args(p)
     return parser
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the data folders of 'serve' (finds the image and, without --db, the database)",
+    )
+    p.add_argument("--db", help="database URL, as for 'serve'")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             _, token = store.add_user(args.name, Role(args.role))
             store.close()
             print(token)
+        elif args.command in ("export", "import"):
+            from tileserver.transfer import run_export, run_import
+
+            return run_export(args) if args.command == "export" else run_import(args)
     except (TileServerError, AnnotError) as exc:
         print(f"tessera: {exc}", file=sys.stderr)
         return 2

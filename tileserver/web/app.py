@@ -22,6 +22,7 @@ from tileserver.web.annotations import (
     SnapshotsHandler,
     UndoHandler,
 )
+from tileserver.web.export import export_routes
 from tileserver.web.handlers import (
     AssetsHandler,
     HealthHandler,
@@ -90,6 +91,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
         ),
         *annotation_routes(deps),
         *pixel_routes(deps),
+        *export_routes(deps),
     ]
     return tornado.web.Application(
         routes,

@@ -1,0 +1,1 @@
+"""Exports of an image's annotations to files other tools read (GeoJSON, ...)."""

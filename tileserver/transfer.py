@@ -1,0 +1,69 @@
+"""``tessera export`` and ``tessera import``: the HTTP export and import, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from annot.errors import BadRequest
+from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
+from annot.frames import ImageFrame, frame_from_metadata
+from annot.imports import geojson as geojson_import
+from annot.storage import Store, open_store
+from annot.taxonomy import DEFAULT_PROJECT
+from tileserver.catalog import scan
+from tileserver.server import default_db_url, state_dir
+
+
+def _open(args: argparse.Namespace) -> tuple[ImageFrame, Store]:
+    roots: list[Path] = [p.resolve() for p in args.data]
+    catalog = scan(roots)
+    info = catalog.get(args.image).info
+    frame = frame_from_metadata(info.width, info.height, info.extra)
+    url = args.db or default_db_url(state_dir(roots[0]))
+    return frame, open_store(url)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    frame, store = _open(args)
+    try:
+        labels = parse_labels(args.labels)
+        statuses = parse_statuses(args.status)
+        total = store.count(args.image)
+        with tqdm(total=total, unit="annotation", desc="export", disable=None) as bar:
+            found = select(store, args.image, labels, statuses, progress=bar.update)
+        body = export_geojson(found, frame, args.crs)
+    finally:
+        store.close()
+    args.output.write_bytes(body)
+    print(f"{len(found)} annotation(s) written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"cannot read {args.path}: {exc}") from None
+    frame, store = _open(args)
+    try:
+        project = store.get_project(DEFAULT_PROJECT)
+        n = len(data.get("features") or []) if isinstance(data, dict) else 0
+        with tqdm(total=n, unit="feature", desc="check", disable=None) as bar:
+            result = geojson_import.plan(
+                data, frame, project, args.crs, args.label, progress=bar.update
+            )
+        for r in result.rejected:
+            print(f"rejected feature {r.index} ({r.label}): {r.reason}", file=sys.stderr)
+        if args.dry_run or not result.ok:
+            print(json.dumps(result.to_json(dry_run=args.dry_run), indent=1))
+            return 0 if result.ok else 1
+        created = geojson_import.apply(result, store, args.image, DEFAULT_PROJECT, args.user)
+    finally:
+        store.close()
+    print(json.dumps(result.to_json(created=created)))
+    return 0

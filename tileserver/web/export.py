@@ -1,0 +1,96 @@
+"""Export and import of an image's annotations as files (GeoJSON; more formats to come).
+
+- ``GET /api/v1/images/{id}/export?format=geojson[&crs=world|image|EPSG:n|pixel][&labels=a,b]
+  [&status=draft,accepted]`` answers the file as an attachment.
+- ``POST /api/v1/images/{id}/import?format=geojson[&dry_run=1][&crs=EPSG:n][&label=NAME]`` takes
+  a FeatureCollection; answers a report (201 when stored, 200 for a dry run, 422 listing every
+  rejected feature when any was rejected, then nothing is stored).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.routing
+import tornado.web
+
+from annot.errors import BadRequest
+from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
+from annot.imports import geojson as geojson_import
+from annot.users import Role
+from tileserver.web.annotations import AnnotBaseHandler
+
+EXPORT_FORMATS = ("geojson",)
+IMPORT_FORMATS = ("geojson",)
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+
+
+def _format(value: str | None, allowed: tuple[str, ...]) -> str:
+    fmt = (value or "").lower()
+    if fmt not in allowed:
+        raise BadRequest(f"format must be one of {', '.join(allowed)}")
+    return fmt
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
+class ExportHandler(AnnotBaseHandler):
+    async def get(self, image_id: str) -> None:
+        project = self.project_of_image(image_id)
+        self.require(project, Role.annotator)
+        _format(self.get_query_argument("format", None), EXPORT_FORMATS)
+        frame = self.frame(image_id)
+        crs = self.get_query_argument("crs", None)
+        labels = parse_labels(self.get_query_argument("labels", None))
+        statuses = parse_statuses(self.get_query_argument("status", None))
+
+        def run() -> bytes:
+            found = select(self.ctx.store, image_id, labels, statuses)
+            return export_geojson(found, frame, crs)
+
+        body = await self.call(run)
+        self.set_header("Content-Type", "application/geo+json; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="{image_id}.geojson"')
+        self.finish(body)
+
+
+class ImportHandler(AnnotBaseHandler):
+    async def post(self, image_id: str) -> None:
+        project_name = self.project_of_image(image_id)
+        role = self.require(project_name, Role.annotator)
+        _format(self.get_query_argument("format", None), IMPORT_FORMATS)
+        frame = self.frame(image_id)
+        dry_run = _flag(self.get_query_argument("dry_run", None))
+        crs = self.get_query_argument("crs", None)
+        default_label = self.get_query_argument("label", None)
+        data = self.body_json(limit=MAX_IMPORT_BYTES)
+        project = await self.call(self.ctx.store.get_project, project_name)
+        result = await self.call(geojson_import.plan, data, frame, project, crs, default_label)
+        for c in result.contents:
+            self.check_edit(role, None, c)
+        if not result.ok:
+            report: dict[str, Any] = result.to_json(dry_run=dry_run)
+            self.write_json(report, status=200 if dry_run else 422)
+            return
+        if dry_run:
+            self.write_json(result.to_json(dry_run=True))
+            return
+        created = await self.call(
+            geojson_import.apply,
+            result,
+            self.ctx.store,
+            image_id,
+            project_name,
+            self.current_user.name,
+        )
+        self.write_json(result.to_json(created=created), status=201)
+
+
+def export_routes(deps: dict[str, Any]) -> list[tornado.routing.URLSpec]:
+    image = r"/api/v1/images/([^/]+)"
+    return [
+        tornado.web.url(image + r"/export", ExportHandler, deps, name="export"),
+        tornado.web.url(image + r"/import", ImportHandler, deps, name="import"),
+    ]
