@@ -15,8 +15,11 @@ size, counts}`` on the pixel grid), and for volumes in pixel coordinates ``slice
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +28,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from annot.errors import BadRequest, InvalidGeometry, ValidationError
-from annot.frames import PIXEL, ImageFrame, VolumeFrame
+from annot.frames import PIXEL, WORLD, ImageFrame, VolumeFrame
 from annot.geometry import (
     Array,
     PointMap,
@@ -439,18 +442,96 @@ def _flat_geometry_bytes(geoms: np.ndarray, transform: PointMap) -> list[bytes]:
     return out
 
 
-def page_collection(page: Any, frame: ImageFrame, crs: str, next_cursor: str | None) -> bytes:
-    """A FeatureCollection (JSON bytes) from a store's ``FeaturePage`` in ``crs``; the
-    properties are the JSON text stored with each annotation."""
+# --- geometry text kept with each annotation ---------------------------------------------
+#
+# Writing ~27k floats as JSON text is most of a viewport listing's cost. For 2D images the
+# text of ``crs=world`` and ``crs=pixel`` is a fixed function of the stored coordinates and the
+# image's frame, so the stores keep it beside each annotation (``gkey``, ``gworld``,
+# ``gpixel``), written with the annotation and rewritten (or cleared) when it changes. ``gkey``
+# names the frame it was computed for: a listing uses the text only when the key is the one of
+# the image's current frame, and computes it otherwise (and for EPSG:n and volumes).
+
+CACHED_CRS = (WORLD, PIXEL)
+_KEY = re.compile(r"^[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True)
+class CachedTexts:
+    """GeoJSON geometry texts of annotations in ``world`` and ``pixel`` for frame ``key``."""
+
+    key: str
+    world: list[bytes]
+    pixel: list[bytes]
+
+
+# image id, geometries in the storage frame -> their texts (None: not kept for this image)
+GeometryTexts = Callable[[str, Sequence[BaseGeometry | None]], CachedTexts | None]
+
+
+def text_key(frame: ImageFrame) -> str | None:
+    """The key of a 2D frame's geometry texts (None for volumes: their texts are computed)."""
+    if isinstance(frame, VolumeFrame) or frame.world_dims != 2:
+        return None
+    return hashlib.sha1(repr(frame).encode()).hexdigest()[:16]
+
+
+def cached_column(key: str | None, crs: str) -> tuple[str, str] | None:
+    """``(key, crs)`` for a store's ``query_page(cached=...)``, if ``crs`` is kept."""
+    if key is None or crs not in CACHED_CRS or not _KEY.match(key):
+        return None
+    return key, crs
+
+
+def geometry_texts(frame: ImageFrame, geometries: Sequence[BaseGeometry | None]) -> CachedTexts:
+    """The texts a listing in ``world`` and ``pixel`` writes for these stored geometries
+    (the very bytes: ``page_collection`` computes them with the same function)."""
+    key = text_key(frame)
+    if key is None:
+        raise ValueError("geometry texts are kept for 2D frames only")
+    geoms = np.empty(len(geometries), dtype=object)
+    geoms[:] = list(geometries)
+    return CachedTexts(
+        key,
+        _geometry_texts_in(geoms, frame, WORLD, []),
+        _geometry_texts_in(geoms, frame, PIXEL, []),
+    )
+
+
+def _geometry_texts_in(
+    geoms: np.ndarray, frame: ImageFrame, crs: str, props: Sequence[str]
+) -> list[bytes]:
     if isinstance(frame, VolumeFrame):
         planes: list[Plane | None] = [
-            Plane(p) if (p := json.loads(t).get("plane")) else None for t in page.properties
+            Plane(p) if (p := json.loads(t).get("plane")) else None for t in props
         ]
-        geoms = geometry_bytes(_to_crs(page.geometries, frame, crs, planes))
-    elif crs == PIXEL:
-        geoms = _flat_geometry_bytes(page.geometries, frame.world_to_pixel)
-    else:
-        geoms = _flat_geometry_bytes(page.geometries, lambda c: frame.world_to_crs(crs, c))
+        return geometry_bytes(_to_crs(geoms, frame, crs, planes))
+    if crs == PIXEL:
+        return _flat_geometry_bytes(geoms, frame.world_to_pixel)
+    return _flat_geometry_bytes(geoms, lambda c: frame.world_to_crs(crs, c))
+
+
+def page_geometry_texts(page: Any, frame: ImageFrame, crs: str) -> list[bytes]:
+    """Each feature's geometry text in ``crs``: the kept text where the store returned it
+    (``page.texts``), computed for the others."""
+    texts: list[bytes | None] | None = getattr(page, "texts", None)
+    if texts is None:
+        return _geometry_texts_in(page.geometries, frame, crs, page.properties)
+    missing = [i for i, t in enumerate(texts) if t is None]
+    if not missing:
+        return texts  # type: ignore[return-value]
+    props = [page.properties[i] for i in missing]
+    computed = _geometry_texts_in(page.geometries[missing], frame, crs, props)
+    out = list(texts)
+    for i, t in zip(missing, computed, strict=True):
+        out[i] = t
+    return out  # type: ignore[return-value]
+
+
+def page_collection(page: Any, frame: ImageFrame, crs: str, next_cursor: str | None) -> bytes:
+    """A FeatureCollection (JSON bytes) from a store's ``FeaturePage`` in ``crs``; the
+    properties are the JSON text stored with each annotation, the geometries the kept texts
+    where the store has them (``page.texts``)."""
+    geoms = page_geometry_texts(page, frame, crs)
     parts = [
         b'{"type":"Feature","id":%d,"geometry":%b,"properties":%b}' % (i, g, t.encode())
         for i, g, t in zip(page.ids, geoms, page.properties, strict=True)

@@ -447,3 +447,78 @@ def test_openapi_paths_cover_every_annotation_route() -> None:
         assert sum(bool(p.fullmatch(path)) for p in patterns) >= 1, path
     for p in patterns:
         assert any(p.fullmatch(path) for path in concrete), p.pattern
+
+
+def test_listing_kept_texts_equal_computed_features(api, tmp_path: Path) -> None:
+    """Listings use the geometry text kept at write time (world, pixel); it has the very
+    coordinates of a single read (computed), also after an update, and EPSG:n (computed)."""
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    base = f"/api/v1/images/{image}/annotations"
+    ring = [[100.1, 100.3], [300.7, 110.9], [280.2, 250.1], [120.3, 240.7], [100.1, 100.3]]
+    aid = c["ann"]("POST", f"{base}?crs=pixel", feature(ring)).json()["id"]
+    db = tmp_path / "state0" / "tessera.db"
+    if db.exists():  # the SQLite store: the server keeps the texts
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT gkey, gpixel FROM annotations WHERE id = ?", (aid,)).fetchone()
+        assert row[0] is not None and row[1].startswith(b'{"type":"Polygon"')
+
+    def check() -> None:
+        for crs in ("world", "pixel", "EPSG:3857"):
+            one = c["ann"]("GET", f"/api/v1/annotations/{aid}?crs={crs}").json()["geometry"]
+            xy = np.asarray(one["coordinates"][0])
+            lo, hi = xy.min(axis=0), xy.max(axis=0)
+            bbox = ",".join(map(str, [*lo, *hi]))
+            r = c["ann"]("GET", f"{base}?crs={crs}&bbox={bbox}")
+            assert r.status_code == 200, r.text
+            (listed,) = [f for f in r.json()["features"] if f["id"] == aid]
+            assert listed["geometry"] == one, crs
+
+    check()
+    moved = [[x + 3.3, y - 1.1] for x, y in ring]
+    r = c["ann"]("PUT", f"/api/v1/annotations/{aid}?crs=pixel", feature(moved))
+    assert r.status_code == 200, r.text
+    check()
+    pixel = c["ann"]("GET", f"{base}?crs=pixel&bbox=0,0,400,400").json()["features"]
+    (mine,) = [f for f in pixel if f["id"] == aid]
+    assert same_ring(mine["geometry"]["coordinates"][0], moved, 1e-6)
+
+
+def test_oversized_body_is_a_json_413(api) -> None:
+    """A Content-Length over the server's limit is answered with a JSON 413 before the body
+    is read (also past tornado's own limit, which would answer a bare 400)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from tileserver.web.handlers import MAX_BODY_BYTES
+
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    url = urlsplit(srv.url)
+
+    def send(length: int, token: str | None) -> tuple[int, dict[str, Any]]:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        head = (
+            f"POST /api/v1/images/{image}/annotations/bulk HTTP/1.1\r\nHost: x\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+        with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+            s.sendall(head.encode() + b'{"type": "FeatureCollection", "features": [')
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        status_line, _, rest = data.partition(b"\r\n")
+        body = rest.partition(b"\r\n\r\n")[2]
+        return int(status_line.split()[1]), json.loads(body)
+
+    for length in (MAX_BODY_BYTES + 1, 200 * 1024 * 1024):
+        status, body = send(length, c["ann"].token)
+        assert status == 413 and body["error"] == "too_large", body
+        assert str(MAX_BODY_BYTES) in body["message"]
+    status, body = send(MAX_BODY_BYTES + 1, None)
+    assert status == 401 and body["error"] == "unauthorized"
+    # bodies within the limit still arrive whole
+    ok = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature())
+    assert ok.status_code == 201, ok.text

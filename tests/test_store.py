@@ -354,3 +354,70 @@ def test_query_page_small_and_large_regions_agree(store: Store) -> None:
                 break
             after = page.ids[-1]
         assert got == expected, limit
+
+
+def test_kept_geometry_texts_are_the_computed_bytes(store: Store) -> None:
+    """The geometry text kept at write time (world and pixel of a GeoTIFF frame) is byte for
+    byte what a listing computes, also after an update; a store that keeps none, or a text of
+    another frame, falls back to computing it."""
+    from annot.coords import GeoReference
+    from annot.features import geometry_texts, page_collection, page_geometry_texts, text_key
+    from annot.frames import GeoFrame
+
+    frame = GeoFrame(GeoReference((0.5, 0.0, 500_000.0, 0.0, -0.5, 4_200_000.0), "EPSG:32633"), 4000, 4000)
+    other = GeoFrame(GeoReference((0.5, 0.0, 500_000.0, 0.0, -0.5, 4_200_001.0), "EPSG:32633"), 4000, 4000)
+    store.geometry_texts = lambda image_id, geoms: geometry_texts(frame, geoms)
+
+    def w(x: float, y: float) -> tuple[float, float]:  # pixel -> stored (UTM) coordinates
+        return 500_000.0 + x * 0.5 + 1 / 3, 4_200_000.0 - y * 0.5 - 1 / 7
+
+    cw = shapely.Polygon([w(10, 10), w(10, 40), w(40, 40), w(40, 10)])  # clockwise in UTM
+    holed = shapely.Polygon(
+        [w(100, 100), w(160, 100), w(160, 160), w(100, 160)],
+        [[w(120, 120), w(130, 120), w(130, 130), w(120, 130)]],
+    )
+    multi = shapely.MultiPolygon([shapely.box(*w(200, 210), *w(210, 200)), cw.buffer(-1)])
+    contents = [
+        Content(Kind.polygon, "building", cw),
+        Content(Kind.polygon, "building", holed),
+        Content(Kind.multipolygon, "building", multi),
+        Content(Kind.polyline, "road", shapely.LineString([w(1, 1), w(300, 2.5)])),
+        Content(Kind.point, "tree", shapely.Point(w(33.3, 44.4))),
+    ]
+    stored = store.add("img", "default", contents, "ann")
+    everything = Region((*shapely.box(*w(0, 400), *w(400, 0)).bounds, 0.0, 0.0))
+    key = text_key(frame)
+    assert key is not None
+
+    def check(expect_kept: bool) -> None:
+        for crs in ("world", "pixel"):
+            kept = store.query_page("img", everything, cached=(key, crs))
+            computed = store.query_page("img", everything)
+            assert computed.texts is None and kept.ids == computed.ids
+            assert kept.texts is not None
+            assert all((t is not None) == expect_kept for t in kept.texts)
+            assert page_geometry_texts(kept, frame, crs) == page_geometry_texts(computed, frame, crs)
+            assert page_collection(kept, frame, crs, None) == page_collection(computed, frame, crs, None)
+            stale = store.query_page("img", everything, cached=(text_key(other) or "", crs))
+            assert stale.texts == [None] * len(stale.ids)
+        # EPSG:n is never kept: computed, and the same with or without kept texts
+        page = store.query_page("img", everything)
+        assert page_geometry_texts(page, frame, "EPSG:3857")[0].startswith(b'{"type":"Polygon"')
+
+    check(True)
+    moved = shapely.affinity.translate(cw, 0.1, -0.2)
+    store.update(stored[0].id, Content(Kind.polygon, "building", moved), 1, "ann")
+    check(True)
+    pixel = json.loads(
+        page_geometry_texts(store.query_page("img", everything, cached=(key, "pixel")), frame, "pixel")[0]
+    )
+    assert pixel["coordinates"][0][0] == frame.world_to_pixel(
+        shapely.get_coordinates(shapely.orient_polygons(moved, exterior_cw=False))[:1]
+    )[0].tolist()
+    # a writer that keeps no texts clears them: the listing computes (the same bytes)
+    store.geometry_texts = None
+    store.update(stored[1].id, Content(Kind.polygon, "building", holed.buffer(0.5)), 1, "ann")
+    page = store.query_page("img", everything, cached=(key, "pixel"))
+    assert page.texts is not None and page.texts[1] is None and page.texts[0] is not None
+    computed = store.query_page("img", everything)
+    assert page_collection(page, frame, "pixel", None) == page_collection(computed, frame, "pixel", None)

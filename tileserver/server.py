@@ -24,8 +24,9 @@ from annot.storage import open_store
 from annot.users import Role
 from tileserver.catalog import Catalog, scan
 from tileserver.tiles import TileCache
-from tileserver.web.app import MAX_BODY_BYTES, make_app
-from tileserver.web.handlers import ServerContext
+from tileserver.web.annotations import store_geometry_texts
+from tileserver.web.app import make_app
+from tileserver.web.handlers import MAX_BODY_BYTES, ServerContext
 
 log = logging.getLogger("tessera")
 
@@ -113,9 +114,11 @@ def prepare_admin(db_url: str, demo_token: bool) -> str | None:
 
 
 def build_context(catalog: Catalog, db_url: str, tile_cache_mb: int) -> ServerContext:
+    store = open_store(db_url)
+    store.geometry_texts = store_geometry_texts(catalog)
     return ServerContext(
         catalog=catalog,
-        store=open_store(db_url),
+        store=store,
         tile_cache=TileCache(tile_cache_mb * 1024 * 1024),
         executor=ThreadPoolExecutor(THREADS_PER_WORKER, thread_name_prefix="tiles"),
         viewer_dir=VIEWER_DIR,

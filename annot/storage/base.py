@@ -9,6 +9,7 @@ stores answer the same thing (GEOS decides ``intersects`` in both).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from annot.errors import BadRequest, ValidationError
+from annot.features import GeometryTexts
 from annot.model import (
     Action,
     Annotation,
@@ -36,6 +38,7 @@ from annot.taxonomy import Concept, Label, Project
 from annot.users import Role, User
 
 MAX_PAGE = 10_000
+log = logging.getLogger(__name__)
 
 
 def now() -> str:
@@ -51,6 +54,9 @@ class FeaturePage:
     ids: list[int]
     geometries: npt.NDArray[np.object_]
     properties: list[str]
+    # the kept geometry text in the requested crs (``annot.features.CachedTexts``) per row,
+    # None where there is none for the image's current frame; None when not asked for
+    texts: list[bytes | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,10 @@ class Region:
 
 
 class Store(Protocol):
+    # Set by the server: the geometry texts to keep with each annotation written (see
+    # ``annot.features.CachedTexts``); None keeps none (listings then compute them).
+    geometry_texts: GeometryTexts | None
+
     # users
     def add_user(self, name: str, role: Role, token: str | None = None) -> tuple[User, str]:
         """Create a user (or give an existing one a new token); returns it and its token."""
@@ -122,9 +132,16 @@ class Store(Protocol):
         ...
 
     def query_page(
-        self, image_id: str, region: Region, after: int = 0, limit: int = 1000
+        self,
+        image_id: str,
+        region: Region,
+        after: int = 0,
+        limit: int = 1000,
+        cached: tuple[str, str] | None = None,
     ) -> FeaturePage:
-        """``query`` with a region, as columns (the fast path of the HTTP listing)."""
+        """``query`` with a region, as columns (the fast path of the HTTP listing); with
+        ``cached=(key, crs)`` (``annot.features.cached_column``) also the geometry texts kept
+        for that frame key and crs (``FeaturePage.texts``)."""
         ...
 
     def count(self, image_id: str) -> int: ...
@@ -361,6 +378,27 @@ def label_columns(label: Label) -> tuple[str, str, str | None, str | None, str]:
         json.dumps(sorted(k.value for k in label.kinds)) if label.kinds is not None else None,
         label.description,
     )
+
+
+TextColumns = tuple[str | None, bytes | None, bytes | None]
+
+
+def text_columns(
+    fn: GeometryTexts | None, image_id: str, contents: Sequence[Content]
+) -> list[TextColumns]:
+    """``(gkey, gworld, gpixel)`` to store with each of ``contents`` (all None when none are
+    kept for the image, or computing them failed: listings then compute them)."""
+    none: list[TextColumns] = [(None, None, None)] * len(contents)
+    if fn is None or not contents:
+        return none
+    try:
+        texts = fn(image_id, [c.geometry for c in contents])
+    except Exception:  # a cache must never fail a write
+        log.exception("geometry texts of image %s", image_id)
+        return none
+    if texts is None:
+        return none
+    return [(texts.key, w, p) for w, p in zip(texts.world, texts.pixel, strict=True)]
 
 
 def check_page(after: int, limit: int) -> None:

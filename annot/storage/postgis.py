@@ -19,7 +19,7 @@ import psycopg
 import shapely
 
 from annot.errors import Conflict, NotFound, VersionConflict
-from annot.features import properties_text
+from annot.features import GeometryTexts, properties_text
 from annot.model import Action, Annotation, Change, Content, Snapshot
 from annot.storage.base import (
     ANNOTATION_COLUMNS,
@@ -38,6 +38,7 @@ from annot.storage.base import (
     now,
     project_from,
     resolve_labels,
+    text_columns,
 )
 from annot.taxonomy import (
     DEFAULT_PROJECT,
@@ -99,6 +100,8 @@ CREATE TABLE IF NOT EXISTS annotations (
     maxy DOUBLE PRECISION, minz DOUBLE PRECISION, maxz DOUBLE PRECISION,
     props TEXT NOT NULL DEFAULT '{}'
 );
+ALTER TABLE annotations ADD COLUMN IF NOT EXISTS gkey TEXT,
+    ADD COLUMN IF NOT EXISTS gworld BYTEA, ADD COLUMN IF NOT EXISTS gpixel BYTEA;
 CREATE INDEX IF NOT EXISTS annotations_image ON annotations (image_id, id);
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations (project, id);
 CREATE INDEX IF NOT EXISTS annotations_geom ON annotations USING gist (geom);
@@ -153,7 +156,7 @@ SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
 COPY_COLUMNS = (
     "id, image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
     "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz, "
-    "props"
+    "props, gkey, gworld, gpixel"
 )
 COPY_THRESHOLD = 50
 
@@ -182,6 +185,7 @@ def _region_sql(
 class PostgisStore:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.geometry_texts: GeometryTexts | None = None
         self._local = threading.local()
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
@@ -433,7 +437,10 @@ class PostgisStore:
             ).fetchall()
             ids = [int(r[0]) for r in rows]
         values = []
-        for aid, content, cols in zip(ids, contents, encode_many(contents), strict=True):
+        texts = text_columns(self.geometry_texts, image_id, contents)
+        for aid, content, cols, text in zip(
+            ids, contents, encode_many(contents), texts, strict=True
+        ):
             a = Annotation(aid, image_id, project, content, author, created_at, user, at, version)
             geom = cols["geom"]
             values.append(
@@ -451,6 +458,7 @@ class PostgisStore:
                     version,
                     *(cols[k] for k in BOUND_KEYS),
                     properties_text(a),
+                    *text,
                 )
             )
         if len(values) >= COPY_THRESHOLD:
@@ -460,7 +468,7 @@ class PostgisStore:
         else:
             with conn.cursor() as cur:
                 cur.executemany(
-                    f"INSERT INTO annotations ({COPY_COLUMNS}) VALUES ({', '.join(['%s'] * 23)})",
+                    f"INSERT INTO annotations ({COPY_COLUMNS}) VALUES ({', '.join(['%s'] * 26)})",
                     values,
                 )
         return list(ids)
@@ -526,7 +534,8 @@ class PostgisStore:
             "UPDATE annotations SET kind = %s, label = %s, geom = ST_GeomFromWKB(%s), "
             "mask = %s, keypoints = %s, attributes = %s, placement = %s, status = %s, "
             "updated_by = %s, updated_at = %s, version = %s, minx = %s, miny = %s, maxx = %s, "
-            "maxy = %s, minz = %s, maxz = %s, props = %s WHERE id = %s",
+            "maxy = %s, minz = %s, maxz = %s, props = %s, gkey = %s, gworld = %s, gpixel = %s "
+            "WHERE id = %s",
             (
                 *(cols[k] for k in CONTENT_KEYS),
                 user,
@@ -534,6 +543,7 @@ class PostgisStore:
                 version,
                 *(cols[k] for k in BOUND_KEYS),
                 properties_text(updated),
+                *text_columns(self.geometry_texts, current.image_id, [content])[0],
                 current.id,
             ),
         )
@@ -608,15 +618,28 @@ class PostgisStore:
         return decode_rows(cur.fetchall())
 
     def query_page(
-        self, image_id: str, region: Region, after: int = 0, limit: int = 1000
+        self,
+        image_id: str,
+        region: Region,
+        after: int = 0,
+        limit: int = 1000,
+        cached: tuple[str, str] | None = None,
     ) -> FeaturePage:
         check_page(after, limit)
-        sql, params = _region_sql("id, ST_AsBinary(geom), props", image_id, region, after, limit)
+        text = "NULL"
+        if cached is not None:
+            key, crs = cached
+            if crs not in ("world", "pixel") or not (len(key) == 16 and key.isalnum()):
+                raise ValueError(f"not a geometry text key and crs: {cached!r}")
+            text = f"CASE WHEN gkey = '{key}' THEN g{crs} END"
+        columns = f"id, ST_AsBinary(geom), props, {text}"
+        sql, params = _region_sql(columns, image_id, region, after, limit)
         rows = self._conn().execute(sql, params).fetchall()
         return FeaturePage(
             [r[0] for r in rows],
             shapely.from_wkb([r[1] for r in rows]) if rows else np.empty(0, dtype=object),
             [r[2] for r in rows],
+            [r[3] for r in rows] if cached is not None else None,
         )
 
     def count(self, image_id: str) -> int:

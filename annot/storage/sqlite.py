@@ -22,7 +22,7 @@ import numpy.typing as npt
 import shapely
 
 from annot.errors import Conflict, NotFound, VersionConflict
-from annot.features import properties_text
+from annot.features import GeometryTexts, properties_text
 from annot.model import Action, Annotation, Change, Content, Snapshot
 from annot.storage.base import (
     ANNOTATION_COLUMNS,
@@ -41,6 +41,7 @@ from annot.storage.base import (
     now,
     project_from,
     resolve_labels,
+    text_columns,
 )
 from annot.taxonomy import DEFAULT_PROJECT, Label, Project, check_project_name
 from annot.users import Role, User, check_user_name, hash_token, new_token
@@ -97,7 +98,8 @@ CREATE TABLE IF NOT EXISTS annotations (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL,
     minx REAL, miny REAL, maxx REAL, maxy REAL, minz REAL, maxz REAL,
-    props TEXT NOT NULL DEFAULT '{}'
+    props TEXT NOT NULL DEFAULT '{}',
+    gkey TEXT, gworld BLOB, gpixel BLOB
 );
 CREATE INDEX IF NOT EXISTS annotations_image ON annotations (image_id, id);
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations (project, id);
@@ -149,7 +151,7 @@ CREATE TABLE IF NOT EXISTS snapshot_annotations (
 INSERT_COLUMNS = (
     "image_id, project, kind, label, geom, mask, keypoints, attributes, placement, status, "
     "author, created_at, updated_by, updated_at, version, minx, miny, maxx, maxy, minz, maxz, "
-    "props"
+    "props, gkey, gworld, gpixel"
 )
 CHANGE_COLUMNS = "id, annotation_id, image_id, project, action, user, at, version, before, undoes"
 SNAPSHOT_COLUMNS = "project, name, created_by, created_at, count, description"
@@ -160,8 +162,13 @@ class SqliteStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self.geometry_texts: GeometryTexts | None = None
         conn = self._conn()
         conn.executescript(SCHEMA)
+        have = {r[1] for r in conn.execute("PRAGMA table_info(annotations)")}
+        for column in ("gkey TEXT", "gworld BLOB", "gpixel BLOB"):  # databases from before
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE annotations ADD COLUMN {column}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -442,7 +449,10 @@ class SqliteStore:
         rows: list[tuple[Any, ...]] = []
         rtree: list[tuple[Any, ...]] = []
         has_z = False
-        for aid, content, cols in zip(ids, contents, encode_many(contents), strict=True):
+        texts = text_columns(self.geometry_texts, image_id, contents)
+        for aid, content, cols, text in zip(
+            ids, contents, encode_many(contents), texts, strict=True
+        ):
             a = Annotation(aid, image_id, project, content, author, created_at, user, at, version)
             rows.append(
                 (
@@ -457,13 +467,14 @@ class SqliteStore:
                     version,
                     *(cols[k] for k in BOUND_KEYS),
                     properties_text(a),
+                    *text,
                 )
             )
             if cols["geom"] is not None:
                 rtree.append((aid, *(cols[k] for k in BOUND_KEYS)))
                 has_z = has_z or cols["minz"] != 0.0 or cols["maxz"] != 0.0
         conn.executemany(
-            f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 23)})", rows
+            f"INSERT INTO annotations (id, {INSERT_COLUMNS}) VALUES ({', '.join('?' * 26)})", rows
         )
         self._index(conn, image_id, rtree, 3 if has_z else 2)
         return list(ids)
@@ -520,7 +531,7 @@ class SqliteStore:
             "UPDATE annotations SET kind = ?, label = ?, geom = ?, mask = ?, keypoints = ?, "
             "attributes = ?, placement = ?, status = ?, updated_by = ?, updated_at = ?, "
             "version = ?, minx = ?, miny = ?, maxx = ?, maxy = ?, minz = ?, maxz = ?, "
-            "props = ? WHERE id = ?",
+            "props = ?, gkey = ?, gworld = ?, gpixel = ? WHERE id = ?",
             (
                 *(cols[k] for k in CONTENT_KEYS),
                 user,
@@ -528,6 +539,7 @@ class SqliteStore:
                 version,
                 *(cols[k] for k in BOUND_KEYS),
                 properties_text(updated),
+                *text_columns(self.geometry_texts, current.image_id, [content])[0],
                 current.id,
             ),
         )
@@ -650,36 +662,51 @@ class SqliteStore:
             yield conn.execute(sql, (chunk, x0, x1, y0, y1, z0, z1))
 
     def query_page(
-        self, image_id: str, region: Region, after: int = 0, limit: int = 1000
+        self,
+        image_id: str,
+        region: Region,
+        after: int = 0,
+        limit: int = 1000,
+        cached: tuple[str, str] | None = None,
     ) -> FeaturePage:
         check_page(after, limit)
         conn = self._conn()
-        found = self._joined(conn, image_id, region, after, limit)
+        text = _text_column(cached)
+        found = self._joined(conn, image_id, region, after, limit, text)
         if found is not None:
-            return _page(*found, region, limit)
+            return _page(*found, region, limit, cached is not None)
         # A large region: read ids first, then rows a page at a time.
         ids: list[int] = []
         geoms: list[npt.NDArray[np.object_]] = []
         props: list[str] = []
-        for cursor in self._pages(conn, image_id, region, after, limit, "id, geom, props"):
+        texts: list[bytes | None] = []
+        columns = f"id, geom, props, {text}"
+        for cursor in self._pages(conn, image_id, region, after, limit, columns):
             chunk = _columns(cursor)
-            page = _page(*chunk, region, limit - len(ids))
+            page = _page(*chunk, region, limit - len(ids), True)
             ids.extend(page.ids)
             geoms.append(page.geometries)
             props.extend(page.properties)
+            texts.extend(page.texts or ())
             if len(ids) >= limit:
                 break
         all_geoms = np.concatenate(geoms) if geoms else np.empty(0, dtype=object)
-        return FeaturePage(ids, all_geoms, props)
+        return FeaturePage(ids, all_geoms, props, texts if cached is not None else None)
 
     def _joined(
-        self, conn: sqlite3.Connection, image_id: str, region: Region, after: int, limit: int
-    ) -> tuple[list[int], list[bytes], list[str]] | None:
+        self,
+        conn: sqlite3.Connection,
+        image_id: str,
+        region: Region,
+        after: int,
+        limit: int,
+        text: str = "NULL",
+    ) -> tuple[list[int], list[bytes], list[str], list[bytes | None]] | None:
         """Every candidate's (id, geom, props) in one R*Tree join, sorted by id; None when
         there are more than a few pages of them (then ``_pages`` reads ids first)."""
         tree = self._tree(conn, image_id)
         if tree is None:
-            return [], [], []
+            return [], [], [], []
         name, dims = tree
         x0, y0, x1, y1, z0, z1 = region.bounds
         where = "r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?"
@@ -688,7 +715,8 @@ class SqliteStore:
             where += " AND r.minz <= ? AND r.maxz >= ?"
             params += [z1, z0]
         cursor = conn.execute(
-            f"SELECT a.id, a.geom, a.props FROM {name} r JOIN annotations a ON a.id = r.id "
+            f"SELECT a.id, a.geom, a.props, {text} FROM {name} r "
+            "JOIN annotations a ON a.id = r.id "
             f"WHERE {where} AND r.id > ? AND a.maxx >= ? AND a.minx <= ? AND a.maxy >= ? "
             "AND a.miny <= ? AND a.maxz >= ? AND a.minz <= ?",
             (*params, after, x0, x1, y0, y1, z0, z1),
@@ -697,15 +725,22 @@ class SqliteStore:
         ids: list[int] = []
         wkbs: list[bytes] = []
         props: list[str] = []
-        for aid, wkb, prop in cursor:  # no row tuple stays alive (see geometry_bytes)
+        texts: list[bytes | None] = []
+        for aid, wkb, prop, txt in cursor:  # no row tuple stays alive (see geometry_bytes)
             ids.append(aid)
             wkbs.append(wkb)
             props.append(prop)
+            texts.append(txt)
             if len(ids) > cap:
                 cursor.close()
                 return None
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable").tolist()
-        return [ids[i] for i in order], [wkbs[i] for i in order], [props[i] for i in order]
+        return (
+            [ids[i] for i in order],
+            [wkbs[i] for i in order],
+            [props[i] for i in order],
+            [texts[i] for i in order],
+        )
 
     def count(self, image_id: str) -> int:
         row = (
@@ -881,30 +916,56 @@ def _like_prefix(name: str) -> str:
     return escaped + "/%"
 
 
-def _columns(cursor: sqlite3.Cursor) -> tuple[list[int], list[bytes], list[str]]:
+def _text_column(cached: tuple[str, str] | None) -> str:
+    """The SQL of the kept geometry text column for ``cached`` (``cached_column`` checked
+    the key is 16 hex digits and the crs world or pixel), NULL when not asked for."""
+    if cached is None:
+        return "NULL"
+    key, crs = cached
+    if crs not in ("world", "pixel") or not (len(key) == 16 and key.isalnum()):
+        raise ValueError(f"not a geometry text key and crs: {cached!r}")
+    return f"CASE WHEN gkey = '{key}' THEN g{crs} END"
+
+
+def _columns(
+    cursor: sqlite3.Cursor,
+) -> tuple[list[int], list[bytes], list[str], list[bytes | None]]:
     ids: list[int] = []
     wkbs: list[bytes] = []
     props: list[str] = []
-    for aid, wkb, prop in cursor:
+    texts: list[bytes | None] = []
+    for aid, wkb, prop, txt in cursor:
         ids.append(aid)
         wkbs.append(wkb)
         props.append(prop)
-    return ids, wkbs, props
+        texts.append(txt)
+    return ids, wkbs, props, texts
 
 
 def _page(
-    ids: list[int], wkbs: list[bytes], props: list[str], region: Region, limit: int
+    ids: list[int],
+    wkbs: list[bytes],
+    props: list[str],
+    texts: list[bytes | None],
+    region: Region,
+    limit: int,
+    with_texts: bool,
 ) -> FeaturePage:
     """The first ``limit`` candidates (in id order) that meet the region's exact shape."""
     geoms = shapely.from_wkb(wkbs) if wkbs else np.empty(0, dtype=object)
     if region.shape is not None and len(geoms):
         shape = region.shape
         shapely.prepare(shape)
-        keep = np.flatnonzero(shapely.intersects(geoms, shape))[:limit]
+        keep = np.flatnonzero(shapely.intersects(geoms, shape))[:limit].tolist()
         return FeaturePage(
-            [ids[i] for i in keep.tolist()], geoms[keep], [props[i] for i in keep.tolist()]
+            [ids[i] for i in keep],
+            geoms[keep],
+            [props[i] for i in keep],
+            [texts[i] for i in keep] if with_texts else None,
         )
-    return FeaturePage(ids[:limit], geoms[:limit], props[:limit])
+    return FeaturePage(
+        ids[:limit], geoms[:limit], props[:limit], texts[:limit] if with_texts else None
+    )
 
 
 def _exact(found: list[Annotation], region: Region) -> list[Annotation]:

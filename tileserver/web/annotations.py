@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import shapely
+from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
+from tornado.web import stream_request_body
 
 from annot.errors import (
     BadRequest,
@@ -31,13 +33,18 @@ from annot.errors import (
     ValidationError,
 )
 from annot.features import (
+    CachedTexts,
+    GeometryTexts,
+    cached_column,
     content_from_feature,
     dumps,
     feature_dicts,
     features_json,
+    geometry_texts,
     page_collection,
     properties,
     repair_json,
+    text_key,
     view_features,
 )
 from annot.frames import (
@@ -55,7 +62,7 @@ from annot.storage import Region
 from annot.taxonomy import DEFAULT_PROJECT, Label, Project, at_least, effective_role
 from annot.users import Role
 from tileserver.web.errors import status_for
-from tileserver.web.handlers import BaseHandler
+from tileserver.web.handlers import MAX_BODY_BYTES, BaseHandler
 
 T = TypeVar("T")
 
@@ -81,6 +88,22 @@ def _frame(image_id: str, version: str, source: Any) -> ImageFrame:
         _FRAMES.clear()
     _FRAMES[key] = frame
     return frame
+
+
+def store_geometry_texts(catalog: Any) -> GeometryTexts:
+    """What the store keeps with each annotation it writes: its geometry's text in ``world``
+    and ``pixel`` for the image's current frame (2D images; see ``annot.features``)."""
+
+    def texts(image_id: str, geometries: Any) -> CachedTexts | None:
+        source = catalog.images.get(image_id)
+        if source is None:
+            return None
+        frame = _frame(image_id, source.info.version, source)
+        if text_key(frame) is None:
+            return None
+        return geometry_texts(frame, geometries)
+
+    return texts
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -113,8 +136,36 @@ def parse_feature(data: Any, frame: ImageFrame, crs: str) -> Content:
         raise
 
 
+@stream_request_body
 class AnnotBaseHandler(BaseHandler):
-    """Role checks, JSON bodies, the image frame, and error bodies with details."""
+    """Role checks, JSON bodies, the image frame, and error bodies with details.
+
+    Bodies are streamed in so that ``prepare`` sees the headers first: a Content-Length over
+    the server's limit is answered with a JSON 413 before any of the body is read (tornado
+    itself would answer a bare 400 and drop the connection).
+    """
+
+    _chunks: list[bytes]
+
+    def prepare(self) -> None:
+        self._chunks = []
+        try:
+            length = int(self.request.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            # Let the connection accept the headers' length so that it does not refuse the
+            # request itself; finishing the response before reading the body closes it.
+            connection = self.request.connection
+            if isinstance(connection, HTTP1Connection):
+                connection.set_max_body_size(length)
+        super().prepare()  # authentication first: 401 before 413
+        if length > MAX_BODY_BYTES:
+            self.set_header("Connection", "close")
+            raise TooLarge(f"the body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await IOLoop.current().run_in_executor(
@@ -122,7 +173,7 @@ class AnnotBaseHandler(BaseHandler):
         )
 
     def body_json(self, limit: int = MAX_FEATURE_BYTES) -> Any:
-        body = self.request.body
+        body = b"".join(self._chunks)
         if len(body) > limit:
             raise TooLarge(f"the body is {len(body)} bytes; at most {limit} are accepted here")
         if not body:
@@ -238,7 +289,8 @@ def query_collection(
     if region is None:
         found = store.query(image_id, None, after, limit)
         return collection(feature_dicts(found, frame, crs), found, limit)
-    page = store.query_page(image_id, region, after, limit)
+    cached = cached_column(text_key(frame), crs)
+    page = store.query_page(image_id, region, after, limit, cached)
     nxt = str(page.ids[-1]) if len(page.ids) == limit else None
     return page_collection(page, frame, crs, nxt)
 

@@ -60,6 +60,10 @@ class ServerContext:
         return user
 
 
+# The HTTP server's limit on request bodies (annotation routes answer a JSON 413 beyond it).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """JSON errors everywhere; bearer-token or session-cookie auth on /api/v1."""
 
