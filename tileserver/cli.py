@@ -69,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write an image's annotations to a file")
     p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
-    p.add_argument("--format", required=True, choices=["geojson"])
+    p.add_argument("--format", required=True, choices=["geojson", "coco"])
     p.add_argument("-o", "--output", required=True, type=Path, metavar="PATH")
+    p.add_argument(
+        "--segmentation",
+        choices=["polygon", "rle"],
+        default="polygon",
+        help="COCO: polygons as COCO polygons (default) or rasterised RLE",
+    )
     p.add_argument("--crs", help="world (WGS84, default), image, EPSG:n or pixel")
     p.add_argument("--labels", help="comma-separated labels (with their sub-labels)")
     p.add_argument("--status", help="comma-separated statuses (draft, submitted, ...)")
@@ -79,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="import annotations from a file onto an image")
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
-    p.add_argument("--format", required=True, choices=["geojson"])
+    p.add_argument("--format", required=True, choices=["geojson", "coco"])
     p.add_argument("--crs", help="the file's CRS when it names none (EPSG:n); default WGS84")
     p.add_argument("--label", help="the label of features without properties.label")
     p.add_argument("--user", default="admin", help="the author to record (default: admin)")

@@ -10,7 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from annot.errors import BadRequest
+from annot.export.coco import coco_to_features, export_coco
 from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
+from annot.features import dumps
 from annot.frames import ImageFrame, frame_from_metadata
 from annot.imports import geojson as geojson_import
 from annot.storage import Store, open_store
@@ -19,24 +21,29 @@ from tileserver.catalog import scan
 from tileserver.server import default_db_url, state_dir
 
 
-def _open(args: argparse.Namespace) -> tuple[ImageFrame, Store]:
+def _open(args: argparse.Namespace) -> tuple[ImageFrame, Store, str]:
     roots: list[Path] = [p.resolve() for p in args.data]
     catalog = scan(roots)
     info = catalog.get(args.image).info
     frame = frame_from_metadata(info.width, info.height, info.extra)
     url = args.db or default_db_url(state_dir(roots[0]))
-    return frame, open_store(url)
+    return frame, open_store(url), info.name
 
 
 def run_export(args: argparse.Namespace) -> int:
-    frame, store = _open(args)
+    frame, store, name = _open(args)
     try:
         labels = parse_labels(args.labels)
         statuses = parse_statuses(args.status)
         total = store.count(args.image)
         with tqdm(total=total, unit="annotation", desc="export", disable=None) as bar:
             found = select(store, args.image, labels, statuses, progress=bar.update)
-        body = export_geojson(found, frame, args.crs)
+        if args.format == "coco":
+            project = store.get_project(DEFAULT_PROJECT)
+            doc = export_coco(found, frame, project, args.image, name, args.segmentation)
+            body = dumps(doc)
+        else:
+            body = export_geojson(found, frame, args.crs)
     finally:
         store.close()
     args.output.write_bytes(body)
@@ -49,14 +56,15 @@ def run_import(args: argparse.Namespace) -> int:
         data = json.loads(args.path.read_bytes())
     except (OSError, ValueError) as exc:
         raise BadRequest(f"cannot read {args.path}: {exc}") from None
-    frame, store = _open(args)
+    frame, store, name = _open(args)
+    crs = args.crs
+    if args.format == "coco":
+        data, crs = coco_to_features(data, name), "pixel"
     try:
         project = store.get_project(DEFAULT_PROJECT)
         n = len(data.get("features") or []) if isinstance(data, dict) else 0
         with tqdm(total=n, unit="feature", desc="check", disable=None) as bar:
-            result = geojson_import.plan(
-                data, frame, project, args.crs, args.label, progress=bar.update
-            )
+            result = geojson_import.plan(data, frame, project, crs, args.label, progress=bar.update)
         for r in result.rejected:
             print(f"rejected feature {r.index} ({r.label}): {r.reason}", file=sys.stderr)
         if args.dry_run or not result.ok:

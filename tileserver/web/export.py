@@ -15,13 +15,15 @@ import tornado.routing
 import tornado.web
 
 from annot.errors import BadRequest
+from annot.export.coco import coco_to_features, export_coco
 from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
+from annot.features import dumps
 from annot.imports import geojson as geojson_import
 from annot.users import Role
 from tileserver.web.annotations import AnnotBaseHandler
 
-EXPORT_FORMATS = ("geojson",)
-IMPORT_FORMATS = ("geojson",)
+EXPORT_FORMATS = ("geojson", "coco")
+IMPORT_FORMATS = ("geojson", "coco")
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 
 
@@ -38,21 +40,33 @@ def _flag(value: str | None) -> bool:
 
 class ExportHandler(AnnotBaseHandler):
     async def get(self, image_id: str) -> None:
-        project = self.project_of_image(image_id)
-        self.require(project, Role.annotator)
-        _format(self.get_query_argument("format", None), EXPORT_FORMATS)
+        project_name = self.project_of_image(image_id)
+        self.require(project_name, Role.annotator)
+        fmt = _format(self.get_query_argument("format", None), EXPORT_FORMATS)
         frame = self.frame(image_id)
         crs = self.get_query_argument("crs", None)
         labels = parse_labels(self.get_query_argument("labels", None))
         statuses = parse_statuses(self.get_query_argument("status", None))
+        segmentation = self.get_query_argument("segmentation", "polygon")
+        file_name = self.ctx.catalog.get(image_id).info.name
+        store = self.ctx.store
 
         def run() -> bytes:
-            found = select(self.ctx.store, image_id, labels, statuses)
+            found = select(store, image_id, labels, statuses)
+            if fmt == "coco":
+                project = store.get_project(project_name)
+                doc = export_coco(found, frame, project, image_id, file_name, segmentation)
+                return dumps(doc)
             return export_geojson(found, frame, crs)
 
         body = await self.call(run)
-        self.set_header("Content-Type", "application/geo+json; charset=utf-8")
-        self.set_header("Content-Disposition", f'attachment; filename="{image_id}.geojson"')
+        if fmt == "coco":
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            name = f"{image_id}.coco.json"
+        else:
+            self.set_header("Content-Type", "application/geo+json; charset=utf-8")
+            name = f"{image_id}.geojson"
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
         self.finish(body)
 
 
@@ -60,13 +74,16 @@ class ImportHandler(AnnotBaseHandler):
     async def post(self, image_id: str) -> None:
         project_name = self.project_of_image(image_id)
         role = self.require(project_name, Role.annotator)
-        _format(self.get_query_argument("format", None), IMPORT_FORMATS)
+        fmt = _format(self.get_query_argument("format", None), IMPORT_FORMATS)
         frame = self.frame(image_id)
         dry_run = _flag(self.get_query_argument("dry_run", None))
         crs = self.get_query_argument("crs", None)
         default_label = self.get_query_argument("label", None)
         data = self.body_json(limit=MAX_IMPORT_BYTES)
         project = await self.call(self.ctx.store.get_project, project_name)
+        if fmt == "coco":
+            data = coco_to_features(data, self.ctx.catalog.get(image_id).info.name)
+            crs = "pixel"
         result = await self.call(geojson_import.plan, data, frame, project, crs, default_label)
         for c in result.contents:
             self.check_edit(role, None, c)
