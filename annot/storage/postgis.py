@@ -634,7 +634,8 @@ class PostgisStore:
             text = f"CASE WHEN gkey = '{key}' THEN g{crs} END"
         columns = f"id, ST_AsBinary(geom), props, {text}"
         sql, params = _region_sql(columns, image_id, region, after, limit)
-        rows = self._conn().execute(sql, params).fetchall()
+        # Binary results: WKB and the kept texts arrive as bytes, not hex to decode.
+        rows = self._conn().execute(sql, params, binary=True).fetchall()
         return FeaturePage(
             [r[0] for r in rows],
             shapely.from_wkb([r[1] for r in rows]) if rows else np.empty(0, dtype=object),
