@@ -6,14 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from annot.errors import BadRequest
 from annot.export.coco import coco_to_features, export_coco
+from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
 from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
 from annot.features import dumps
-from annot.frames import ImageFrame, frame_from_metadata
+from annot.frames import ImageFrame, VolumeFrame, frame_from_metadata
 from annot.imports import geojson as geojson_import
 from annot.storage import Store, open_store
 from annot.taxonomy import DEFAULT_PROJECT
@@ -21,24 +23,31 @@ from tileserver.catalog import scan
 from tileserver.server import default_db_url, state_dir
 
 
-def _open(args: argparse.Namespace) -> tuple[ImageFrame, Store, str]:
+def _open(args: argparse.Namespace) -> tuple[ImageFrame, Store, str, Any]:
     roots: list[Path] = [p.resolve() for p in args.data]
     catalog = scan(roots)
-    info = catalog.get(args.image).info
+    source = catalog.get(args.image)
+    info = source.info
     frame = frame_from_metadata(info.width, info.height, info.extra)
     url = args.db or default_db_url(state_dir(roots[0]))
-    return frame, open_store(url), info.name
+    return frame, open_store(url), info.name, source
 
 
 def run_export(args: argparse.Namespace) -> int:
-    frame, store, name = _open(args)
+    frame, store, name, source = _open(args)
     try:
         labels = parse_labels(args.labels)
         statuses = parse_statuses(args.status)
         total = store.count(args.image)
         with tqdm(total=total, unit="annotation", desc="export", disable=None) as bar:
             found = select(store, args.image, labels, statuses, progress=bar.update)
-        if args.format == "coco":
+        if args.format == "dicom-seg":
+            if not isinstance(frame, VolumeFrame):
+                raise BadRequest("--format dicom-seg needs a DICOM volume")
+            project = store.get_project(DEFAULT_PROJECT)
+            seg = export_dicom_seg(found, frame, source_paths(source), project)
+            body = dicom_bytes(seg.dataset)
+        elif args.format == "coco":
             project = store.get_project(DEFAULT_PROJECT)
             doc = export_coco(found, frame, project, args.image, name, args.segmentation)
             body = dumps(doc)
@@ -56,7 +65,7 @@ def run_import(args: argparse.Namespace) -> int:
         data = json.loads(args.path.read_bytes())
     except (OSError, ValueError) as exc:
         raise BadRequest(f"cannot read {args.path}: {exc}") from None
-    frame, store, name = _open(args)
+    frame, store, name, _ = _open(args)
     crs = args.crs
     if args.format == "coco":
         data, crs = coco_to_features(data, name), "pixel"

@@ -16,13 +16,15 @@ import tornado.web
 
 from annot.errors import BadRequest
 from annot.export.coco import coco_to_features, export_coco
+from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
 from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
 from annot.features import dumps
+from annot.frames import VolumeFrame
 from annot.imports import geojson as geojson_import
 from annot.users import Role
 from tileserver.web.annotations import AnnotBaseHandler
 
-EXPORT_FORMATS = ("geojson", "coco")
+EXPORT_FORMATS = ("geojson", "coco", "dicom-seg")
 IMPORT_FORMATS = ("geojson", "coco")
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 
@@ -48,8 +50,11 @@ class ExportHandler(AnnotBaseHandler):
         labels = parse_labels(self.get_query_argument("labels", None))
         statuses = parse_statuses(self.get_query_argument("status", None))
         segmentation = self.get_query_argument("segmentation", "polygon")
-        file_name = self.ctx.catalog.get(image_id).info.name
+        source = self.ctx.catalog.get(image_id)
+        file_name = source.info.name
         store = self.ctx.store
+        if fmt == "dicom-seg" and not isinstance(frame, VolumeFrame):
+            raise BadRequest("format=dicom-seg needs a DICOM volume")
 
         def run() -> bytes:
             found = select(store, image_id, labels, statuses)
@@ -57,12 +62,20 @@ class ExportHandler(AnnotBaseHandler):
                 project = store.get_project(project_name)
                 doc = export_coco(found, frame, project, image_id, file_name, segmentation)
                 return dumps(doc)
+            if fmt == "dicom-seg":
+                assert isinstance(frame, VolumeFrame)
+                project = store.get_project(project_name)
+                seg = export_dicom_seg(found, frame, source_paths(source), project)
+                return dicom_bytes(seg.dataset)
             return export_geojson(found, frame, crs)
 
         body = await self.call(run)
         if fmt == "coco":
             self.set_header("Content-Type", "application/json; charset=utf-8")
             name = f"{image_id}.coco.json"
+        elif fmt == "dicom-seg":
+            self.set_header("Content-Type", "application/dicom")
+            name = f"{image_id}.seg.dcm"
         else:
             self.set_header("Content-Type", "application/geo+json; charset=utf-8")
             name = f"{image_id}.geojson"
