@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 import shapely
+from PIL import Image
 from pycocotools.coco import COCO
 
 from annot.export.coco import _decode_string, rasterise, rle_decode, rle_encode
@@ -142,6 +145,24 @@ def test_coco_export_read_by_pycocotools(serve_dirs: Any, geo_copy: Path) -> Non
         n = ["building/house", "pool", "field"].index(label)
         ours = rasterise(shapely.geometry.shape(SHAPES[n]), W, H)
         assert np.array_equal(coco.annToMask(ann).astype(bool), ours)
+
+
+def test_masks_export_2d(serve_dirs: Any, geo_copy: Path) -> None:
+    server = serve_dirs(geo_copy)
+    _create(server)
+    r = server.get(f"/api/v1/images/{IMAGE}/export?format=masks")
+    assert r.status_code == 200, r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        index = json.loads(zf.read("index.json"))
+        files = {m["label"]: m["file"] for m in index["masks"]}
+        assert set(files) == {"building/house", "pool", "field", "water"}
+        assert index["skipped"] == 1
+        water = np.asarray(Image.open(io.BytesIO(zf.read(files["water"])))) > 0
+        expected = np.zeros((H, W), dtype=bool)
+        expected[700:740, 600:650] = MASK_ARRAY
+        assert np.array_equal(water, expected)
+        pool = np.asarray(Image.open(io.BytesIO(zf.read(files["pool"])))) > 0
+        assert np.array_equal(pool, rasterise(shapely.geometry.shape(SHAPES[1]), W, H))
 
 
 def _full(mask_json: Any) -> np.ndarray:

@@ -3,8 +3,11 @@ highdicom."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pydicom
 import pytest
 import requests
 import shapely
+from PIL import Image
 
 from annot.export.coco import rasterise
 from annot.model import Mask
@@ -92,8 +96,19 @@ def test_dicom_seg_export(serve_dirs: Any, ct_copy: Path, tmp_path: Path) -> Non
     assert np.array_equal(pixels[1, :, :, 1].astype(bool), expected_mask)
     assert not pixels[1, :, :, 0].any()
 
-    # formats not written yet answer 400
-    assert server.get(f"/api/v1/images/{image_id}/export?format=masks").status_code == 400
+    assert server.get(f"/api/v1/images/{image_id}/export?format=nifti").status_code == 400
+
+    # format=masks: one PNG per label and slice, the same pixels
+    r = server.get(f"/api/v1/images/{image_id}/export?format=masks")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        index = json.loads(zf.read("index.json"))
+        files = {(m["label"], m["slice"]): m["file"] for m in index["masks"]}
+        assert set(files) == {("nodule", 12), ("vessel", 14)}
+        png = np.asarray(Image.open(io.BytesIO(zf.read(files[("nodule", 12)])))) > 0
+        assert np.array_equal(png, expected_poly)
+        png = np.asarray(Image.open(io.BytesIO(zf.read(files[("vessel", 14)])))) > 0
+        assert np.array_equal(png, expected_mask)
 
     # the CLI writes the same segmentation from the server's database
     out = tmp_path / "cli.dcm"

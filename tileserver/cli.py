@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write an image's annotations to a file")
     p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
-    p.add_argument("--format", required=True, choices=["geojson", "coco", "dicom-seg"])
+    p.add_argument("--format", required=True, choices=["geojson", "coco", "dicom-seg", "masks"])
     p.add_argument("-o", "--output", required=True, type=Path, metavar="PATH")
     p.add_argument(
         "--segmentation",

@@ -14,6 +14,7 @@ from annot.errors import BadRequest
 from annot.export.coco import coco_to_features, export_coco
 from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
 from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
+from annot.export.masks import export_masks
 from annot.features import dumps
 from annot.frames import ImageFrame, VolumeFrame, frame_from_metadata
 from annot.imports import geojson as geojson_import
@@ -41,7 +42,9 @@ def run_export(args: argparse.Namespace) -> int:
         total = store.count(args.image)
         with tqdm(total=total, unit="annotation", desc="export", disable=None) as bar:
             found = select(store, args.image, labels, statuses, progress=bar.update)
-        if args.format == "dicom-seg":
+        if args.format == "masks":
+            body = export_masks(found, frame, store.get_project(DEFAULT_PROJECT), args.image)
+        elif args.format == "dicom-seg":
             if not isinstance(frame, VolumeFrame):
                 raise BadRequest("--format dicom-seg needs a DICOM volume")
             project = store.get_project(DEFAULT_PROJECT)

@@ -18,13 +18,14 @@ from annot.errors import BadRequest
 from annot.export.coco import coco_to_features, export_coco
 from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
 from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
+from annot.export.masks import export_masks
 from annot.features import dumps
 from annot.frames import VolumeFrame
 from annot.imports import geojson as geojson_import
 from annot.users import Role
 from tileserver.web.annotations import AnnotBaseHandler
 
-EXPORT_FORMATS = ("geojson", "coco", "dicom-seg")
+EXPORT_FORMATS = ("geojson", "coco", "dicom-seg", "masks")
 IMPORT_FORMATS = ("geojson", "coco")
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 
@@ -62,6 +63,9 @@ class ExportHandler(AnnotBaseHandler):
                 project = store.get_project(project_name)
                 doc = export_coco(found, frame, project, image_id, file_name, segmentation)
                 return dumps(doc)
+            if fmt == "masks":
+                project = store.get_project(project_name)
+                return export_masks(found, frame, project, image_id)
             if fmt == "dicom-seg":
                 assert isinstance(frame, VolumeFrame)
                 project = store.get_project(project_name)
@@ -73,6 +77,9 @@ class ExportHandler(AnnotBaseHandler):
         if fmt == "coco":
             self.set_header("Content-Type", "application/json; charset=utf-8")
             name = f"{image_id}.coco.json"
+        elif fmt == "masks":
+            self.set_header("Content-Type", "application/zip")
+            name = f"{image_id}.masks.zip"
         elif fmt == "dicom-seg":
             self.set_header("Content-Type", "application/dicom")
             name = f"{image_id}.seg.dcm"
