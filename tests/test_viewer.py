@@ -19,6 +19,7 @@ background), never from the viewer's own state, so the status bar is checked ind
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
@@ -155,13 +156,9 @@ def viewer_built() -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def server(viewer_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("viewer")
-    data = root / "data"
-    data.mkdir()
-    write_geotiff(data / "a_utm.tif")
-    write_counts_tiff(data / "b_counts.tif")
+@contextlib.contextmanager
+def serve(data: Path, root: Path) -> Iterator[Server]:
+    """`tessera serve --data DATA` on a free port, its state under ROOT, stopped on exit."""
     log = root / "server.log"
     env = {
         **os.environ,
@@ -218,6 +215,18 @@ def server(viewer_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
             proc.wait()
 
 
+
+@pytest.fixture(scope="module")
+def server(viewer_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("viewer")
+    data = root / "data"
+    data.mkdir()
+    write_geotiff(data / "a_utm.tif")
+    write_counts_tiff(data / "b_counts.tif")
+    with serve(data, root) as server:
+        yield server
+
+
 # -- browser ----------------------------------------------------------------------------------
 
 
@@ -239,7 +248,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("pageerror", lambda exc: errors.append(str(exc) + "\n" + str(exc.stack)))
     yield page
     context.close()
     assert not errors, f"the page raised: {errors}"

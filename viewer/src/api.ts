@@ -58,6 +58,45 @@ export interface ImageDetail {
   transform?: GeoTransform | null;
   bounds_wgs84?: BoundsWgs84 | null;
   warnings?: string[];
+  /** Volumes (DICOM series): slice count, planes, window presets, patient geometry. */
+  slices?: number;
+  default_slice?: number;
+  spacing?: [number, number, number];
+  modality?: string;
+  units?: string;
+  acquisition_plane?: PlaneName;
+  planes?: Partial<Record<PlaneName, PlaneInfo>>;
+  window_presets?: WindowPreset[];
+  default_window?: WindowPreset | null;
+}
+
+export type PlaneName = 'axial' | 'coronal' | 'sagittal';
+export const PLANE_NAMES: readonly PlaneName[] = ['axial', 'coronal', 'sagittal'];
+
+/** One plane of a volume: its own pixel grid and pyramid, and its patient geometry. */
+export interface PlaneInfo {
+  width: number;
+  height: number;
+  slices: number;
+  levels: number;
+  default_slice?: number;
+  /** LPS mm of the centre of the first pixel of slice 0. */
+  origin: [number, number, number];
+  /** mm between columns, rows, slices. */
+  spacing: [number, number, number];
+  /** Rows: unit vectors along a row, along a column, along increasing slice (LPS). */
+  direction: [[number, number, number], [number, number, number], [number, number, number]];
+}
+
+export interface WindowPreset {
+  name: string;
+  center: number;
+  width: number;
+  source?: string;
+}
+
+export function isVolume(image: ImageDetail): boolean {
+  return typeof image.slices === 'number' && image.planes != null;
 }
 
 /** A georeferenced image: the fields that make it so are present. */
@@ -129,6 +168,17 @@ export interface TileOptions {
   bands?: number[] | undefined;
   /** Input value range stretched to 0..255. */
   rescale?: [number, number] | undefined;
+  /** Volumes: 0-based slice and plane. */
+  slice?: number | undefined;
+  plane?: PlaneName | undefined;
+  /** Volumes: a named preset, or an explicit window width and level (centre). */
+  preset?: string | undefined;
+  window?: number | undefined;
+  level?: number | undefined;
+}
+
+function round(value: number): string {
+  return String(Math.round(value * 10) / 10);
 }
 
 export function tileQuery(options: TileOptions): string {
@@ -136,6 +186,13 @@ export function tileQuery(options: TileOptions): string {
   const parts: string[] = [];
   if (options.bands && options.bands.length > 0) parts.push(`bands=${options.bands.join(',')}`);
   if (options.rescale) parts.push(`rescale=${options.rescale[0]},${options.rescale[1]}`);
+  if (options.slice !== undefined) parts.push(`slice=${options.slice}`);
+  if (options.plane !== undefined) parts.push(`plane=${options.plane}`);
+  if (options.window !== undefined && options.level !== undefined) {
+    parts.push(`window=${round(options.window)}`, `level=${round(options.level)}`);
+  } else if (options.preset !== undefined) {
+    parts.push(`preset=${encodeURIComponent(options.preset)}`);
+  }
   return parts.length > 0 ? `?${parts.join('&')}` : '';
 }
 
@@ -148,4 +205,35 @@ export function tileUrl(
   options: TileOptions = {},
 ): string {
   return `${API_ROOT}/images/${encodeURIComponent(imageId)}/tiles/${z}/${x}/${y}.png${tileQuery(options)}`;
+}
+
+/** `GET /api/v1/images/{id}/pixel`: the value under a pixel and where it is in the world. */
+export interface PixelValue {
+  col: number;
+  row: number;
+  slice?: number;
+  plane?: PlaneName;
+  unit?: string;
+  valid: boolean;
+  value: number | (number | null)[] | null;
+  /** Volumes: LPS mm. */
+  patient?: [number, number, number];
+  /** Georeferenced: the image CRS and WGS84. */
+  crs?: [number, number];
+  lonlat?: [number, number];
+}
+
+export function getPixel(
+  imageId: string,
+  col: number,
+  row: number,
+  volume?: { slice: number; plane: PlaneName },
+  signal?: AbortSignal,
+): Promise<PixelValue> {
+  const params = new URLSearchParams({ col: String(col), row: String(row) });
+  if (volume) {
+    params.set('slice', String(volume.slice));
+    params.set('plane', volume.plane);
+  }
+  return getJson<PixelValue>(`/images/${encodeURIComponent(imageId)}/pixel?${params.toString()}`, signal);
 }

@@ -6,14 +6,20 @@ import 'ol/ol.css';
 import './style.css';
 
 import type { ImageDetail, ImageSummary, TileOptions } from './api';
-import { ApiError, getImage, listImages } from './api';
+import { ApiError, getImage, isVolume, listImages } from './api';
 import { ImageViewer } from './map/ImageViewer';
+import { planeImage } from './map/pixelGrid';
 import { byId, el } from './ui/dom';
 import { renderImageInfo } from './ui/imageInfo';
 import { ImageList } from './ui/imageList';
 import { Notice } from './ui/notice';
 import { RenderControls } from './ui/renderControls';
 import { StatusBar } from './ui/statusBar';
+import type { VolumeState } from './ui/volumeControls';
+import { initialVolumeState, VolumeControls, volumeTileOptions } from './ui/volumeControls';
+
+/** While right-dragging the window, re-render the tiles at most this often (ms). */
+const WINDOW_DRAG_RENDER_MS = 200;
 
 function hashImageId(): string | null {
   return new URLSearchParams(window.location.hash.replace(/^#/, '')).get('image');
@@ -31,11 +37,15 @@ class App {
     byId('status-pixel'),
     byId('status-crs'),
     byId('status-zoom'),
+    byId('status-value'),
   );
   private readonly tileStatus = byId('status-tiles');
   private readonly list = new ImageList(byId('image-list'), (id) => this.navigate(id), byId('image-count'));
   private readonly controls = new RenderControls(byId('render-controls'), (options) =>
     this.setTileOptions(options),
+  );
+  private readonly volumeControls = new VolumeControls(byId('volume-controls'), (state, planeChanged) =>
+    this.setVolumeState(state, planeChanged),
   );
   private readonly info = byId('image-info');
   private readonly viewer = new ImageViewer(this.mapElement, {
@@ -49,12 +59,16 @@ class App {
   });
 
   private images: ImageSummary[] = [];
+  /** The volume shown (full metadata), or null for a 2D image. */
+  private volumeImage: ImageDetail | null = null;
+  private readonly volumeStates = new Map<string, VolumeState>();
   /** Rendering options chosen per image, kept while the page lives. */
   private readonly tileOptions = new Map<string, TileOptions>();
   private loading: AbortController | null = null;
 
   async start(): Promise<void> {
     window.addEventListener('hashchange', () => void this.route());
+    this.wireVolumeInput();
     this.mapElement.dataset.state = 'loading';
     try {
       const { images, skipped } = await listImages();
@@ -111,10 +125,23 @@ class App {
     }
     if (loading.signal.aborted) return;
     this.notice.hide();
-    const options = this.tileOptions.get(id) ?? {};
-    this.viewer.show(image, options);
-    this.status.setImage(image);
-    this.controls.setImage(image, options);
+    if (isVolume(image)) {
+      const state = this.volumeStates.get(id) ?? initialVolumeState(image);
+      this.volumeImage = image;
+      this.volumeStates.set(id, state);
+      this.viewer.show(planeImage(image, state.plane), volumeTileOptions(state));
+      this.status.setImage(image);
+      this.updateVolumeStatus(state);
+      this.controls.setImage(null);
+      this.volumeControls.setImage(image, state);
+    } else {
+      const options = this.tileOptions.get(id) ?? {};
+      this.volumeImage = null;
+      this.viewer.show(image, options);
+      this.status.setImage(image);
+      this.controls.setImage(image, options);
+      this.volumeControls.setImage(null);
+    }
     renderImageInfo(this.info, image);
     document.title = `${image.name} · Tessera`;
   }
@@ -125,6 +152,102 @@ class App {
     this.tileOptions.set(image.id, options);
     this.mapElement.dataset.state = 'loading';
     this.viewer.setTileOptions(options);
+  }
+
+  private setVolumeState(state: VolumeState, planeChanged: boolean): void {
+    const image = this.volumeImage;
+    if (!image) return;
+    this.volumeStates.set(image.id, state);
+    this.mapElement.dataset.state = 'loading';
+    if (planeChanged) {
+      this.viewer.show(planeImage(image, state.plane), volumeTileOptions(state));
+    } else {
+      this.viewer.setTileOptions(volumeTileOptions(state));
+    }
+    this.updateVolumeStatus(state);
+  }
+
+  private updateVolumeStatus(state: VolumeState): void {
+    const image = this.volumeImage;
+    const info = image?.planes?.[state.plane];
+    if (!image || !info) return;
+    this.status.setVolume(state.plane, info, state.slice);
+    this.mapElement.dataset.plane = state.plane;
+    this.mapElement.dataset.slice = String(state.slice);
+  }
+
+  /** Slices by keys and modified wheel; window/level by right-drag. Only while a volume is shown. */
+  private wireVolumeInput(): void {
+    const map = this.mapElement;
+    const editable = (target: EventTarget | null): boolean =>
+      target instanceof HTMLInputElement ||
+      target instanceof HTMLSelectElement ||
+      target instanceof HTMLTextAreaElement;
+    window.addEventListener(
+      'keydown',
+      (event) => {
+        if (!this.volumeImage || editable(event.target) || event.altKey || event.metaKey) return;
+        const steps: Record<string, number> = { PageUp: 1, PageDown: -1, ArrowUp: 1, ArrowDown: -1 };
+        const step = steps[event.key];
+        if (step === undefined) return;
+        // Before OpenLayers' keyboard pan, which would move the view on the arrows.
+        event.preventDefault();
+        event.stopImmediatePropagation();
+        this.volumeControls.stepSlice(event.shiftKey ? step * 10 : step);
+      },
+      { capture: true },
+    );
+    map.addEventListener(
+      'wheel',
+      (event) => {
+        if (!this.volumeImage || !(event.shiftKey || event.ctrlKey)) return;
+        // Capture phase on the map element: OpenLayers' wheel zoom never sees it.
+        event.preventDefault();
+        event.stopPropagation();
+        const delta = event.deltaY !== 0 ? event.deltaY : event.deltaX;
+        if (delta !== 0) this.volumeControls.stepSlice(delta < 0 ? 1 : -1);
+      },
+      { capture: true, passive: false },
+    );
+    map.addEventListener('contextmenu', (event) => {
+      if (this.volumeImage) event.preventDefault();
+    });
+    map.addEventListener(
+      'pointerdown',
+      (event) => {
+        if (!this.volumeImage || event.button !== 2) return;
+        const start = this.volumeControls.current;
+        if (!start) return;
+        event.preventDefault();
+        event.stopPropagation();
+        const [x0, y0] = [event.clientX, event.clientY];
+        let lastRender = performance.now();
+        map.classList.add('is-windowing');
+        const windowAt = (e: PointerEvent): [number, number] => [
+          // Right widens the window (exponentially: the same feel at W 80 and W 2000); down
+          // raises the level by a fraction of the starting width.
+          start.window * Math.exp((e.clientX - x0) / 200),
+          start.level + ((e.clientY - y0) * start.window) / 400,
+        ];
+        const move = (e: PointerEvent): void => {
+          const [w, l] = windowAt(e);
+          const now = performance.now();
+          const render = now - lastRender > WINDOW_DRAG_RENDER_MS;
+          if (render) lastRender = now;
+          this.volumeControls.setWindow(w, l, render);
+        };
+        const up = (e: PointerEvent): void => {
+          window.removeEventListener('pointermove', move, true);
+          window.removeEventListener('pointerup', up, true);
+          map.classList.remove('is-windowing');
+          const [w, l] = windowAt(e);
+          this.volumeControls.setWindow(w, l, true);
+        };
+        window.addEventListener('pointermove', move, true);
+        window.addEventListener('pointerup', up, true);
+      },
+      { capture: true },
+    );
   }
 
   private showTileErrors(failed: number): void {
@@ -143,6 +266,8 @@ class App {
     this.viewer.clear();
     this.status.setImage(null);
     this.controls.setImage(null);
+    this.volumeControls.setImage(null);
+    this.volumeImage = null;
     renderImageInfo(this.info, null);
     if (error instanceof ApiError && error.unauthorized) {
       document.body.classList.add('signed-out');

@@ -46,7 +46,10 @@ export class ImageViewer {
 
   constructor(target: HTMLElement, events: ImageViewerEvents = {}) {
     this.events = events;
-    this.baseLayer = new TileLayer<ImageTileSource>({ preload: 1, properties: { role: 'image' } });
+    // No preload: OpenLayers 10 enqueues the preload from a timeout with the frame it was made
+    // for, so after a switch of image or plane it asks the new source for tiles in the old
+    // projection and throws "No transform available" between the two pixel projections.
+    this.baseLayer = new TileLayer<ImageTileSource>({ preload: 0, properties: { role: 'image' } });
     this.scaleLine = new ScaleLine({ units: 'metric', minWidth: 80 });
     this.map = new OLMap({
       target,
@@ -109,9 +112,12 @@ export class ImageViewer {
       enableRotation: false,
     });
     this.watchTiles(source);
+    // Never let a frame pair the old source with the new view's projection (or the other way
+    // round): OpenLayers throws "No transform available" between two pixel projections.
+    this.baseLayer.setSource(null);
+    this.map.setView(view);
     this.baseLayer.setExtent(extent);
     this.baseLayer.setSource(source);
-    this.map.setView(view);
     this.fit();
     this.showScaleLine(source);
   }

@@ -40,6 +40,11 @@ function isProjectedMetres(wkt: string): boolean {
 
 /** Ground size of one pixel in metres (geometric mean of the axes), or null if unknown. */
 export function metersPerPixel(image: ImageDetail): number | null {
+  // Volumes: the in-plane spacing in millimetres (the plane's own, see planeImage).
+  if (image.planes && image.spacing) {
+    const size = Math.sqrt(image.spacing[0] * image.spacing[1]) / 1000;
+    return Number.isFinite(size) && size > 0 ? size : null;
+  }
   if (!isGeoreferenced(image) || !isProjectedMetres(image.crs.wkt)) return null;
   const [a, b, , d, e] = image.transform;
   const size = Math.sqrt(Math.abs(a * e - b * d));

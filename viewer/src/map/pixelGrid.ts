@@ -11,7 +11,7 @@ import type { Extent } from 'ol/extent';
 import Projection from 'ol/proj/Projection';
 import TileGrid from 'ol/tilegrid/TileGrid';
 
-import type { ImageDetail } from '../api';
+import type { ImageDetail, PlaneName } from '../api';
 import { metersPerPixel } from './georef';
 
 type ImageShape = Pick<ImageDetail, 'id' | 'width' | 'height' | 'levels' | 'tile_size'>;
@@ -42,7 +42,7 @@ export function toMapCoordinate(point: PixelPoint): Coordinate {
 export function pixelProjection(image: ImageDetail): Projection {
   const pixelSize = metersPerPixel(image);
   return new Projection({
-    code: `tessera-pixels:${image.id}`,
+    code: `tessera-pixels:${image.id}:${image.width}x${image.height}`,
     units: 'pixels',
     extent: imageExtent(image),
     ...(pixelSize !== null
@@ -67,4 +67,14 @@ export function pyramidTileGrid(image: ImageShape): TileGrid {
     resolutions: pyramidResolutions(image.levels),
     tileSize: image.tile_size,
   });
+}
+
+/**
+ * A volume seen in one plane: the plane's own width, height, pyramid levels and spacing (the
+ * coronal and sagittal grids differ from the acquisition grid). Other images are returned as is.
+ */
+export function planeImage(image: ImageDetail, plane: PlaneName | undefined): ImageDetail {
+  const info = plane ? image.planes?.[plane] : undefined;
+  if (!info) return image;
+  return { ...image, width: info.width, height: info.height, levels: info.levels, spacing: info.spacing };
 }
