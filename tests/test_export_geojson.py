@@ -208,6 +208,47 @@ def test_antimeridian_split() -> None:
     assert _split_antimeridian(same) is same
 
 
+def test_antimeridian_round_trip(tmp_path: Path, make_raster: Any) -> None:
+    """A polygon across the antimeridian on a UTM zone 60 image exports as two parts and
+    imports as the one polygon again."""
+    from rasterio.transform import from_origin
+
+    from annot.export.geojson import feature_collection
+    from annot.frames import frame_from_metadata
+    from annot.imports.geojson import plan
+    from annot.model import Annotation, Content, Kind
+    from annot.taxonomy import Project
+
+    # EPSG:32660 (UTM 60N, central meridian 177E): 180E is near easting 830 km here
+    extra = {"crs": {"epsg": 32660, "wkt": ""},
+             "transform": list(from_origin(700_000.0, 1_000_000.0, 100.0, 100.0))[:6]}  # fmt: skip
+    frame = frame_from_metadata(2000, 2000, extra)
+    poly = shapely.Polygon([(800_000, 950_000), (860_000, 950_000), (860_000, 960_000),
+                            (800_000, 960_000)])  # fmt: skip
+    a = Annotation(1, "img", "default", Content(Kind.polygon, "ice", poly), "me", "t", "me", "t", 1)
+    doc = json.loads(export_geojson_bytes(feature_collection([a], frame)))
+    geom = doc["features"][0]["geometry"]
+    assert geom["type"] == "MultiPolygon" and len(geom["coordinates"]) == 2
+    result = plan(doc, frame, Project("default"))
+    assert result.ok, result.rejected
+    (content,) = result.contents
+    assert content.kind is Kind.polygon
+    assert content.geometry is not None
+    # every original vertex comes back (to a micrometre); the split adds two vertices on the
+    # antimeridian, interpolated in longitude/latitude, so the edges they sit on bend slightly
+    back = shapely.get_coordinates(content.geometry)
+    for v in shapely.get_coordinates(poly):
+        assert np.abs(back - v).max(axis=1).min() < 1e-6
+    assert len(back) == len(shapely.get_coordinates(poly)) + 2
+    assert content.geometry.symmetric_difference(poly).area < 2e-3 * poly.area
+
+
+def export_geojson_bytes(doc: dict[str, Any]) -> bytes:
+    from annot.features import dumps
+
+    return dumps(doc)
+
+
 def test_import_real_buildings(serve_dirs: Any, geo_copy: Path, buildings: dict[str, Any]) -> None:
     server = serve_dirs(geo_copy)
     url = f"/api/v1/images/{IMAGE}/import?format=geojson&label=building"

@@ -20,6 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import shapely
+import shapely.geometry
+
 from annot.errors import AnnotError, BadRequest, TooLarge, UnknownLabel, ValidationError
 from annot.features import content_from_feature
 from annot.frames import PIXEL, WORLD, GeoFrame, ImageFrame
@@ -144,6 +148,36 @@ def _normalise(feature: Any, default_label: str | None) -> Any:
     return {**feature, "properties": out}
 
 
+def rejoin_antimeridian(feature: Any) -> Any:
+    """A polygon (``kind`` polygon or box) that an RFC 7946 export split at the antimeridian
+    into a MultiPolygon, joined again (longitudes west of it unwrapped past 180)."""
+    if not isinstance(feature, Mapping):
+        return feature
+    props = feature.get("properties") or {}
+    geom = feature.get("geometry")
+    if props.get("kind") not in ("polygon", "box") or not isinstance(geom, Mapping):
+        return feature
+    if geom.get("type") != "MultiPolygon":
+        return feature
+    try:
+        shape = shapely.geometry.shape(geom)
+    except (ValueError, TypeError, AttributeError, shapely.errors.GEOSException):
+        return feature
+    minx, _, maxx, _ = shape.bounds
+    if not (minx >= -180.0 and maxx <= 180.0 and maxx - minx > 180.0):
+        return feature
+
+    def unwrap(c: np.ndarray) -> np.ndarray:
+        out = c.copy()
+        out[:, 0] = np.where(out[:, 0] < 0, out[:, 0] + 360.0, out[:, 0])
+        return out
+
+    joined = shapely.union_all(shapely.transform(shape, unwrap)).normalize()
+    if joined.geom_type != "Polygon":
+        return feature
+    return {**feature, "geometry": shapely.geometry.mapping(joined)}
+
+
 def plan(
     data: Any,
     frame: ImageFrame,
@@ -167,6 +201,8 @@ def plan(
     labels: dict[str, Label] = dict(project.labels)
     for n, raw in enumerate(features):
         feature = _normalise(raw, default_label)
+        if source == WORLD:
+            feature = rejoin_antimeridian(feature)
         fid = raw.get("id") if isinstance(raw, Mapping) else None
         props = feature.get("properties") if isinstance(feature, Mapping) else None
         label = props.get("label") if isinstance(props, Mapping) else None
