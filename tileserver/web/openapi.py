@@ -166,6 +166,43 @@ def openapi_document() -> dict[str, Any]:
                 "OGC WebMercatorQuad tile (georeferenced images)",
                 "Pixels outside the image are transparent in PNG/WebP.",
             ),
+            "/api/v1/images/{id}/export": {
+                "get": {
+                    "summary": "export annotations as a file: GeoJSON (RFC 7946 WGS84, or "
+                    "crs=image|EPSG:n|pixel), COCO, DICOM-SEG or a ZIP of PNG masks",
+                    "parameters": [
+                        image_id,
+                        _param(
+                            "format",
+                            "query",
+                            {"enum": ["geojson", "coco", "dicom-seg", "masks"]},
+                            "format",
+                            True,
+                        ),
+                        _param("crs", "query", {"type": "string"}, "GeoJSON: image, EPSG:n, pixel"),
+                        _param("labels", "query", {"type": "string"}, "labels (and sub-labels)"),
+                        _param("status", "query", {"type": "string"}, "statuses, comma-separated"),
+                        _param("segmentation", "query", {"enum": ["polygon", "rle"]}, "COCO"),
+                    ],
+                    "responses": {"200": {"description": "the file (attachment)"}},
+                }
+            },
+            "/api/v1/images/{id}/import": {
+                "post": {
+                    "summary": "import GeoJSON (any CRS) or COCO; all or nothing, with a dry run "
+                    "that lists every rejected feature and why",
+                    "parameters": [
+                        image_id,
+                        _param("format", "query", {"enum": ["geojson", "coco"]}, "format", True),
+                        _param("dry_run", "query", {"type": "boolean"}, "report only"),
+                        _param("crs", "query", {"type": "string"}, "CRS of the file"),
+                        _param(
+                            "label", "query", {"type": "string"}, "label for unlabelled features"
+                        ),
+                    ],
+                    "responses": {"201": json_ok, "200": json_ok, "422": json_ok},
+                }
+            },
             **openapi_paths(),
         },
     }
