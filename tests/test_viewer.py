@@ -248,7 +248,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc) + "\n" + str(exc.stack)))
+    page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
     yield page
     context.close()
     assert not errors, f"the page raised: {errors}"

@@ -253,3 +253,141 @@ def test_geotiff_status_shows_value_and_lonlat_and_a_metre_scale(
     lon, lat = truth["lonlat"]
     assert f"lon {lon:.6f}, lat {lat:.6f}" in seen["text"]
     shot(page, tmp_path / "screens", "geotiff")
+
+
+# -- annotations ------------------------------------------------------------------------------
+
+# A clicked vertex lands where the picture says, to within this many screen pixels (the image
+# edges are found to a pixel or so, and the click is at an integer screen position).
+CLICK_TOLERANCE_SCREEN_PX = 2.0
+
+
+def draw_polygon(page: Page, points: list[tuple[float, float]]) -> None:
+    """Pick the polygon tool with its key, click the vertices, close on the first one."""
+    page.locator("#map").focus()
+    page.keyboard.press("p")
+    assert page.locator("#tool-polygon").get_attribute("aria-pressed") == "true"
+    for x, y in points:
+        page.mouse.click(x, y)
+    page.mouse.click(*points[0])
+
+
+def stored_ring(page: Page, server: Server, image_id: str, query: str) -> tuple[Any, np.ndarray]:
+    """The one annotation of the image, and its exterior ring without the closing vertex."""
+    answer = api(page, server, f"/images/{image_id}/annotations?{query}")
+    assert len(answer["features"]) == 1, answer
+    feature = answer["features"][0]
+    assert feature["geometry"]["type"] == "Polygon"
+    return feature, np.array(feature["geometry"]["coordinates"][0][:-1], dtype=float)
+
+
+def same_ring(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Same vertices in the same cyclic order, either direction, from any start."""
+    if a.shape != b.shape:
+        return False
+    for ring in (b, b[::-1]):
+        for k in range(len(ring)):
+            if np.abs(np.roll(ring, k, axis=0) - a).max() <= tol:
+                return True
+    return False
+
+
+def wait_count(page: Page, count: int) -> None:
+    page.wait_for_selector(f'#annot-count[data-count="{count}"]')
+
+
+def test_polygon_on_the_geotiff_round_trips_edits_and_undoes(
+    page: Page, vserver: Server, tmp_path: Path
+) -> None:
+    open_image(page, vserver, GEO_ID)
+    meta = api(page, vserver, f"/images/{GEO_ID}")
+    pic, (mx, my) = map_picture(page)
+    rows, cols = image_region(pic)
+    scale = (cols.stop - cols.start) / meta["width"]  # screen px per image px
+    assert abs((rows.stop - rows.start) / meta["height"] - scale) < 0.02 * scale
+    left, top = mx + cols.start, my + rows.start
+    screen = [(left + 100 * scale, top + 80 * scale), (left + 400 * scale, top + 90 * scale),
+              (left + 300 * scale, top + 300 * scale)]
+    screen = [(round(x), round(y)) for x, y in screen]
+    draw_polygon(page, screen)
+    wait_count(page, 1)
+    expected = np.array([((x - left) / scale, (y - top) / scale) for x, y in screen])
+    tol = CLICK_TOLERANCE_SCREEN_PX / scale
+    feature, ring = stored_ring(page, vserver, GEO_ID, f"crs=pixel&bbox=0,0,{meta['width']},{meta['height']}")
+    assert same_ring(ring, expected, tol), (ring, expected)
+    # In the image CRS the same vertices are the affine transform of the pixel ones (1e-6 m).
+    a, b, c, d, e, f = meta["transform"]
+    world = api(page, vserver, f"/annotations/{feature['id']}?crs=EPSG:32618")
+    wring = np.array(world["geometry"]["coordinates"][0][:-1], dtype=float)
+    assert same_ring(wring, np.c_[a * ring[:, 0] + b * ring[:, 1] + c, d * ring[:, 0] + e * ring[:, 1] + f], 1e-6)
+    page.keyboard.press("Escape")  # leave the tool
+    shot(page, tmp_path / "screens", "geotiff-polygon")
+
+    # Select it, drag its second vertex 20 screen px right: a PUT with If-Match stores the move.
+    cx = sum(x for x, _ in screen) / 3
+    cy = sum(y for _, y in screen) / 3
+    page.mouse.click(cx, cy)
+    page.wait_for_timeout(400)  # a single click is told from a double one after 250 ms
+    vx, vy = screen[1]
+    with page.expect_response(lambda r: r.request.method == "PUT" and "/annotations/" in r.url) as put:
+        page.mouse.move(vx, vy)
+        page.mouse.down()
+        page.mouse.move(vx + 10, vy, steps=3)
+        page.mouse.move(vx + 20, vy, steps=3)
+        page.mouse.up()
+    assert put.value.status == 200
+    assert put.value.request.headers.get("if-match") == '"1"'
+    _, moved = stored_ring(page, vserver, GEO_ID, f"crs=pixel&bbox=0,0,{meta['width']},{meta['height']}")
+    edited = expected.copy()
+    edited[1, 0] += 20 / scale
+    assert same_ring(moved, edited, tol), (moved, edited)
+    shot(page, tmp_path / "screens", "geotiff-polygon-edited")
+
+    # Ctrl+Z puts the vertex back (another PUT); the stored ring is the drawn one again.
+    with page.expect_response(lambda r: r.request.method == "PUT" and "/annotations/" in r.url) as put:
+        page.keyboard.press("Control+z")
+    assert put.value.status == 200
+    _, back = stored_ring(page, vserver, GEO_ID, f"crs=pixel&bbox=0,0,{meta['width']},{meta['height']}")
+    assert same_ring(back, ring, 1e-6)
+    # Undo again: the creation goes (DELETE), nothing is left.
+    with page.expect_response(lambda r: r.request.method == "DELETE") as gone:
+        page.keyboard.press("Control+z")
+    assert gone.value.status == 204
+    assert api(page, vserver, f"/images/{GEO_ID}/annotations?crs=pixel")["features"] == []
+
+
+def test_polygon_on_a_ct_slice_is_stored_on_that_slice(
+    page: Page, vserver: Server, tmp_path: Path
+) -> None:
+    open_image(page, vserver, CT_ID)
+    meta = api(page, vserver, f"/images/{CT_ID}")
+    axial = meta["planes"]["axial"]
+    page.locator("#slice-slider").fill("12")
+    wait_slice(page, "axial", 12)
+    pic, (mx, my) = map_picture(page)
+    rows, cols = image_region(pic)
+    scale = (cols.stop - cols.start) / axial["width"]
+    left, top = mx + cols.start, my + rows.start
+    screen = [(round(left + 150 * scale), round(top + 200 * scale)),
+              (round(left + 300 * scale), round(top + 180 * scale)),
+              (round(left + 260 * scale), round(top + 350 * scale))]
+    draw_polygon(page, screen)
+    wait_count(page, 1)
+    page.keyboard.press("Escape")
+    expected = np.array([((x - left) / scale, (y - top) / scale) for x, y in screen])
+    feature, ring = stored_ring(page, vserver, CT_ID, "crs=pixel&slice=12&plane=axial")
+    assert same_ring(ring, expected, CLICK_TOLERANCE_SCREEN_PX / scale), (ring, expected)
+    # In patient coordinates: LPS mm from the plane's origin, spacing and direction (1e-6 mm).
+    world = api(page, vserver, f"/annotations/{feature['id']}?crs=world")
+    wring = np.array(world["geometry"]["coordinates"][0][:-1], dtype=float)
+    o, sp, dr = (np.array(axial[k], dtype=float) for k in ("origin", "spacing", "direction"))
+    lps = o + np.outer((ring[:, 0] - 0.5) * sp[0], dr[0]) + np.outer((ring[:, 1] - 0.5) * sp[1], dr[1]) + 12 * sp[2] * dr[2]
+    assert same_ring(wring, lps, 1e-6), (wring, lps)
+    shot(page, tmp_path / "screens", "ct-polygon")
+    # Another slice does not show it; coming back does.
+    page.keyboard.press("PageUp")
+    wait_slice(page, "axial", 13)
+    wait_count(page, 0)
+    page.keyboard.press("PageDown")
+    wait_slice(page, "axial", 12)
+    wait_count(page, 1)

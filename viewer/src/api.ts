@@ -237,3 +237,82 @@ export function getPixel(
   }
   return getJson<PixelValue>(`/images/${encodeURIComponent(imageId)}/pixel?${params.toString()}`, signal);
 }
+
+// -- annotations ---------------------------------------------------------------------------
+
+export interface Label {
+  name: string;
+  color: string | null;
+}
+
+export interface GeoJsonGeometry {
+  type: 'Point' | 'LineString' | 'Polygon' | 'MultiPolygon' | 'MultiLineString' | 'MultiPoint';
+  coordinates: unknown;
+}
+
+export interface AnnotationFeature {
+  type: 'Feature';
+  id?: number | string;
+  geometry: GeoJsonGeometry | null;
+  properties: { label: string; version?: number; slice?: number; plane?: PlaneName; [key: string]: unknown };
+}
+
+export interface AnnotationCollection {
+  type: 'FeatureCollection';
+  features: AnnotationFeature[];
+}
+
+/** A state-changing call: cookie auth needs the CSRF header. */
+async function sendJson<T>(method: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<T | null> {
+  const response = await fetch(`${API_ROOT}${path}`, {
+    method,
+    credentials: 'same-origin',
+    headers: {
+      Accept: 'application/json',
+      'X-Tessera-Request': '1',
+      ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      ...headers,
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  if (!response.ok) throw await errorFrom(response);
+  if (response.status === 204) return null;
+  return (await response.json()) as T;
+}
+
+export async function listLabels(project: string): Promise<Label[]> {
+  const answer = await getJson<{ labels: Label[] }>(`/projects/${encodeURIComponent(project)}/labels`);
+  return answer.labels;
+}
+
+export function queryAnnotations(
+  imageId: string,
+  bbox: [number, number, number, number],
+  volume?: { slice: number; plane: PlaneName },
+  signal?: AbortSignal,
+): Promise<AnnotationCollection> {
+  const params = new URLSearchParams({ crs: 'pixel', bbox: bbox.map((v) => v.toFixed(3)).join(','), limit: '1000' });
+  if (volume) {
+    params.set('slice', String(volume.slice));
+    params.set('plane', volume.plane);
+  }
+  return getJson<AnnotationCollection>(`/images/${encodeURIComponent(imageId)}/annotations?${params.toString()}`, signal);
+}
+
+export async function createAnnotation(imageId: string, feature: AnnotationFeature): Promise<AnnotationFeature> {
+  const stored = await sendJson<AnnotationFeature>('POST', `/images/${encodeURIComponent(imageId)}/annotations?crs=pixel`, feature);
+  return stored as AnnotationFeature;
+}
+
+export async function updateAnnotation(id: number | string, version: number, feature: AnnotationFeature): Promise<AnnotationFeature> {
+  const stored = await sendJson<AnnotationFeature>('PUT', `/annotations/${encodeURIComponent(String(id))}?crs=pixel`, feature, {
+    'If-Match': `"${version}"`,
+  });
+  return stored as AnnotationFeature;
+}
+
+export async function deleteAnnotation(id: number | string, version: number): Promise<void> {
+  await sendJson<null>('DELETE', `/annotations/${encodeURIComponent(String(id))}?crs=pixel`, undefined, {
+    'If-Match': `"${version}"`,
+  });
+}

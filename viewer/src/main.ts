@@ -6,7 +6,9 @@ import 'ol/ol.css';
 import './style.css';
 
 import type { ImageDetail, ImageSummary, TileOptions } from './api';
-import { ApiError, getImage, isVolume, listImages } from './api';
+import { ApiError, getImage, isVolume, listImages, listLabels } from './api';
+import { AnnotationEditor } from './map/annotations';
+import { AnnotatePanel, TOOL_KEYS } from './ui/annotatePanel';
 import { ImageViewer } from './map/ImageViewer';
 import { planeImage } from './map/pixelGrid';
 import { byId, el } from './ui/dom';
@@ -58,6 +60,13 @@ class App {
     },
   });
 
+  private readonly editor = new AnnotationEditor(this.viewer.map, {
+    error: (title, message) => this.toast(title, message),
+    changed: (count) => this.annotate.setCount(count),
+    toolChanged: (tool) => this.annotate.setTool(tool),
+  });
+  private readonly annotate = new AnnotatePanel(byId('annotate'), this.editor);
+  private toastTimer: number | null = null;
   private images: ImageSummary[] = [];
   /** The volume shown (full metadata), or null for a 2D image. */
   private volumeImage: ImageDetail | null = null;
@@ -69,6 +78,7 @@ class App {
   async start(): Promise<void> {
     window.addEventListener('hashchange', () => void this.route());
     this.wireVolumeInput();
+    this.wireAnnotationKeys();
     this.mapElement.dataset.state = 'loading';
     try {
       const { images, skipped } = await listImages();
@@ -134,6 +144,7 @@ class App {
       this.updateVolumeStatus(state);
       this.controls.setImage(null);
       this.volumeControls.setImage(image, state);
+      this.editor.setContext(planeImage(image, state.plane), { slice: state.slice, plane: state.plane });
     } else {
       const options = this.tileOptions.get(id) ?? {};
       this.volumeImage = null;
@@ -141,7 +152,10 @@ class App {
       this.status.setImage(image);
       this.controls.setImage(image, options);
       this.volumeControls.setImage(null);
+      this.editor.setContext(image, null);
     }
+    this.annotate.setVisible(true);
+    void this.loadLabels(image);
     renderImageInfo(this.info, image);
     document.title = `${image.name} · Tessera`;
   }
@@ -165,6 +179,51 @@ class App {
       this.viewer.setTileOptions(volumeTileOptions(state));
     }
     this.updateVolumeStatus(state);
+    this.editor.setContext(planeImage(image, state.plane), { slice: state.slice, plane: state.plane });
+  }
+
+  private async loadLabels(image: ImageDetail): Promise<void> {
+    const project = this.images.find((i) => i.id === image.id)?.project ?? 'default';
+    try {
+      const labels = await listLabels(project);
+      this.editor.setLabels(labels);
+      this.annotate.setLabels(labels);
+    } catch (error) {
+      this.toast('Labels could not be loaded', error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private toast(title: string, message: string): void {
+    const toast = byId('toast');
+    toast.replaceChildren(el('strong', { text: title }), message);
+    toast.hidden = false;
+    if (this.toastTimer !== null) window.clearTimeout(this.toastTimer);
+    this.toastTimer = window.setTimeout(() => {
+      toast.hidden = true;
+    }, 8000);
+  }
+
+  /** P/B/O/L pick a tool, Esc cancels, Delete removes the selection, Ctrl+Z undoes. */
+  private wireAnnotationKeys(): void {
+    window.addEventListener('keydown', (event) => {
+      if (!this.viewer.image) return;
+      const target = event.target;
+      if (target instanceof HTMLInputElement || target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement) return;
+      if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 'z') {
+        event.preventDefault();
+        void this.editor.undo();
+        return;
+      }
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      const tool = TOOL_KEYS[event.key.toLowerCase()];
+      if (tool) {
+        this.editor.setTool(this.editor.activeTool === tool ? null : tool);
+      } else if (event.key === 'Escape') {
+        this.editor.cancel();
+      } else if (event.key === 'Delete' || event.key === 'Backspace') {
+        void this.editor.deleteSelected();
+      }
+    });
   }
 
   private updateVolumeStatus(state: VolumeState): void {
@@ -268,6 +327,8 @@ class App {
     this.controls.setImage(null);
     this.volumeControls.setImage(null);
     this.volumeImage = null;
+    this.editor.setContext(null, null);
+    this.annotate.setVisible(false);
     renderImageInfo(this.info, null);
     if (error instanceof ApiError && error.unauthorized) {
       document.body.classList.add('signed-out');
