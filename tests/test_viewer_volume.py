@@ -391,3 +391,63 @@ def test_polygon_on_a_ct_slice_is_stored_on_that_slice(
     page.keyboard.press("PageDown")
     wait_slice(page, "axial", 12)
     wait_count(page, 1)
+
+
+def test_box_point_line_delete_and_a_server_error_on_the_geotiff(
+    page: Page, vserver: Server, tmp_path: Path
+) -> None:
+    open_image(page, vserver, GEO_ID)
+    meta = api(page, vserver, f"/images/{GEO_ID}")
+    before = len(api(page, vserver, f"/images/{GEO_ID}/annotations?crs=pixel")["features"])
+    pic, (mx, my) = map_picture(page)
+    rows, cols = image_region(pic)
+    scale = (cols.stop - cols.start) / meta["width"]
+    left, top = mx + cols.start, my + rows.start
+
+    def at(col: float, row: float) -> tuple[float, float]:
+        return round(left + col * scale), round(top + row * scale)
+
+    page.locator("#map").focus()
+    page.keyboard.press("b")  # box: two clicks at opposite corners
+    page.mouse.click(*at(40, 40))
+    page.mouse.move(*at(80, 60), steps=3)
+    page.mouse.click(*at(120, 100))
+    wait_count(page, before + 1)
+    page.keyboard.press("o")  # point
+    assert page.locator("#tool-point").get_attribute("aria-pressed") == "true"
+    page.mouse.click(*at(500, 100))
+    wait_count(page, before + 2)
+    page.keyboard.press("l")  # polyline: double-click ends it
+    page.mouse.click(*at(200, 300))
+    page.mouse.click(*at(300, 350))
+    page.mouse.dblclick(*at(400, 320))
+    wait_count(page, before + 3)
+    page.keyboard.press("Escape")
+    features = api(page, vserver, f"/images/{GEO_ID}/annotations?crs=pixel")["features"]
+    kinds = sorted(f["geometry"]["type"] for f in features)
+    assert kinds.count("Point") == 1 and kinds.count("LineString") == 1 and kinds.count("Polygon") >= 1
+    box = next(f for f in features if f["geometry"]["type"] == "Polygon")
+    xs, ys = zip(*box["geometry"]["coordinates"][0])
+    tol = CLICK_TOLERANCE_SCREEN_PX / scale
+    assert abs(min(xs) - 40) <= tol and abs(max(xs) - 120) <= tol
+    assert abs(min(ys) - 40) <= tol and abs(max(ys) - 100) <= tol
+    line = next(f for f in features if f["geometry"]["type"] == "LineString")
+    assert len(line["geometry"]["coordinates"]) == 3
+    shot(page, tmp_path / "screens", "geotiff-tools")
+
+    # Select the point and press Delete: a DELETE with If-Match, one fewer on the server.
+    page.mouse.click(*at(500, 100))
+    page.wait_for_timeout(400)
+    with page.expect_response(lambda r: r.request.method == "DELETE") as gone:
+        page.keyboard.press("Delete")
+    assert gone.value.status == 204 and gone.value.request.headers.get("if-match") == '"1"'
+    wait_count(page, before + 2)
+
+    # A self-crossing polygon: the server's 4xx message is shown, nothing is kept.
+    draw_polygon(page, [at(450, 250), at(550, 350), at(550, 250), at(450, 350)])
+    toast = page.locator("#toast")
+    toast.wait_for(state="visible")
+    assert "not saved" in toast.inner_text() and "invalid geometry" in toast.inner_text()
+    wait_count(page, before + 2)
+    shot(page, tmp_path / "screens", "geotiff-error")
+    page.keyboard.press("Escape")

@@ -162,19 +162,36 @@ export class AnnotationEditor {
     try {
       const answer = await queryAnnotations(image.id, bbox, this.volume ?? undefined, loading.signal);
       if (loading.signal.aborted || this.image !== image) return;
-      const selected = new Set(this.select.getFeatures().getArray().map((f) => f.getId()));
-      const editing = this.modifying.size > 0;
-      if (editing) return;
-      const keep = this.source.getFeatures().filter((f) => f.getId() === undefined); // being saved
-      this.source.clear(true);
-      this.source.addFeatures(keep);
-      for (const raw of answer.features) {
-        const feature = this.toOl(raw);
-        if (feature) this.source.addFeature(feature);
-      }
-      this.select.getFeatures().clear();
+      if (this.modifying.size > 0) return; // a drag is in progress: the next move reloads
+      // Keep the Feature objects of annotations already shown (selection and undo hold them);
+      // update them, add the new ones, drop the ones no longer visible. Unsaved ones stay.
+      const shown = new Map<string, Feature>();
       for (const f of this.source.getFeatures()) {
-        if (selected.has(f.getId())) this.select.getFeatures().push(f);
+        const id = f.getId();
+        if (id !== undefined) shown.set(String(id), f);
+      }
+      const seen = new Set<string>();
+      for (const raw of answer.features) {
+        const fresh = this.toOl(raw);
+        if (!fresh || raw.id === undefined) continue;
+        const key = String(raw.id);
+        seen.add(key);
+        const existing = shown.get(key);
+        if (existing) {
+          if (Number(existing.get('version')) !== Number(fresh.get('version'))) {
+            existing.setGeometry(fresh.getGeometry());
+            existing.set('version', fresh.get('version'));
+            existing.set('label', fresh.get('label'));
+          }
+        } else {
+          this.source.addFeature(fresh);
+        }
+      }
+      for (const [key, f] of shown) {
+        if (!seen.has(key)) {
+          this.select.getFeatures().remove(f);
+          this.source.removeFeature(f);
+        }
       }
       this.events.changed?.(this.count);
     } catch (error) {
