@@ -18,7 +18,7 @@ import { Circle as CircleStyle, Fill, Stroke, Style } from 'ol/style';
 import type { FeatureLike } from 'ol/Feature';
 
 import type { AnnotationFeature, ImageDetail, Label, PlaneName } from '../api';
-import { createAnnotation, deleteAnnotation, queryAnnotations, updateAnnotation } from '../api';
+import { ApiError, createAnnotation, deleteAnnotation, queryAnnotations, updateAnnotation } from '../api';
 
 export type Tool = 'polygon' | 'box' | 'point' | 'line';
 
@@ -112,6 +112,9 @@ export class AnnotationEditor {
   }
 
   setLabels(labels: Label[]): void {
+    // A fixed taxonomy: draw with one of its labels rather than a made-up one.
+    const first = labels[0];
+    if (first && !labels.some((l) => l.name === this.label)) this.label = first.name;
     this.colours = new Map(labels.map((l) => [l.name, l.color ?? fallbackColour(l.name)]));
     this.layer.changed();
   }
@@ -301,7 +304,12 @@ export class AnnotationEditor {
       return true;
     } catch (error) {
       feature.setGeometry(before);
-      this.events.error('The change was not saved', error instanceof Error ? error.message : String(error));
+      if (error instanceof ApiError && error.status === 412) {
+        this.events.error('Someone else changed this annotation', 'Your edit was not saved; the current version is shown.');
+        void this.reload();
+      } else {
+        this.events.error('The change was not saved', error instanceof Error ? error.message : String(error));
+      }
       return false;
     }
   }

@@ -70,6 +70,7 @@ export class AnnotatePanel {
 
   setLabels(labels: Label[]): void {
     this.labelList.replaceChildren(...labels.map((l) => el('option', { attrs: { value: l.name } })));
+    this.labelInput.value = this.editor.label;
     this.paintSwatch();
   }
 
