@@ -41,9 +41,9 @@ GEO_ID = "a-utm"
 
 
 @pytest.fixture(scope="module")
-def vserver(viewer_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
+def vserver(viewer_built: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if not CT_SERIES.is_dir():
-        pytest.skip(f"no CT series at {CT_SERIES}")
+        pytest.fail(f"no CT series at {CT_SERIES}: the shared data folder must sit beside the repository")
     root = tmp_path_factory.mktemp("viewer-volume")
     data = root / "data"
     data.mkdir()
@@ -417,7 +417,7 @@ def test_polygon_on_a_ct_slice_is_stored_on_that_slice(
     page.locator("#toast").wait_for(state="visible")
     assert "Someone else changed" in page.locator("#toast").inner_text()
     _, now = stored_ring(page, vserver, CT_ID, "crs=pixel&slice=12&plane=axial")
-    assert same_ring(now, ring + [5, 0], 1e-6)
+    assert same_ring(now, [*ring, 5, 0], 1e-6)
 
 
 def test_box_point_line_delete_and_a_server_error_on_the_geotiff(
@@ -454,7 +454,7 @@ def test_box_point_line_delete_and_a_server_error_on_the_geotiff(
     kinds = sorted(f["geometry"]["type"] for f in features)
     assert kinds.count("Point") == 1 and kinds.count("LineString") == 1 and kinds.count("Polygon") >= 1
     box = next(f for f in features if f["geometry"]["type"] == "Polygon")
-    xs, ys = zip(*box["geometry"]["coordinates"][0])
+    xs, ys = zip(*box["geometry"]["coordinates"][0], strict=False)
     tol = CLICK_TOLERANCE_SCREEN_PX / scale
     assert abs(min(xs) - 40) <= tol and abs(max(xs) - 120) <= tol
     assert abs(min(ys) - 40) <= tol and abs(max(ys) - 100) <= tol
