@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,15 @@ def _open(args: argparse.Namespace) -> tuple[ImageFrame, Store, str, Any]:
     return frame, open_store(url), info.name, source
 
 
+def _advance(bar: tqdm[Any]) -> Callable[[int], None]:
+    """A progress callback that moves ``bar`` on by n steps."""
+
+    def advance(n: int) -> None:
+        bar.update(n)
+
+    return advance
+
+
 def run_export(args: argparse.Namespace) -> int:
     frame, store, name, source = _open(args)
     try:
@@ -41,7 +51,7 @@ def run_export(args: argparse.Namespace) -> int:
         statuses = parse_statuses(args.status)
         total = store.count(args.image)
         with tqdm(total=total, unit="annotation", desc="export", disable=None) as bar:
-            found = select(store, args.image, labels, statuses, progress=bar.update)
+            found = select(store, args.image, labels, statuses, progress=_advance(bar))
         if args.format == "masks":
             body = export_masks(found, frame, store.get_project(DEFAULT_PROJECT), args.image)
         elif args.format == "dicom-seg":
@@ -76,7 +86,9 @@ def run_import(args: argparse.Namespace) -> int:
         project = store.get_project(DEFAULT_PROJECT)
         n = len(data.get("features") or []) if isinstance(data, dict) else 0
         with tqdm(total=n, unit="feature", desc="check", disable=None) as bar:
-            result = geojson_import.plan(data, frame, project, crs, args.label, progress=bar.update)
+            result = geojson_import.plan(
+                data, frame, project, crs, args.label, progress=_advance(bar)
+            )
         for r in result.rejected:
             print(f"rejected feature {r.index} ({r.label}): {r.reason}", file=sys.stderr)
         if args.dry_run or not result.ok:
