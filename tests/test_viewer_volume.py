@@ -417,7 +417,7 @@ def test_polygon_on_a_ct_slice_is_stored_on_that_slice(
     page.locator("#toast").wait_for(state="visible")
     assert "Someone else changed" in page.locator("#toast").inner_text()
     _, now = stored_ring(page, vserver, CT_ID, "crs=pixel&slice=12&plane=axial")
-    assert same_ring(now, [*ring, 5, 0], 1e-6)
+    assert same_ring(now, ring + np.array([5.0, 0.0]), 1e-6)  # moved 5 px right
 
 
 def test_box_point_line_delete_and_a_server_error_on_the_geotiff(
