@@ -22,9 +22,8 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from annot.errors import BadRequest
-from annot.export.coco import rasterise
+from annot.export.masks import content_mask
 from annot.frames import VolumeFrame
-from annot.geometry import map_coords
 from annot.model import Annotation, Kind
 from annot.taxonomy import Project
 
@@ -74,18 +73,7 @@ def export_dicom_seg(
             skipped += 1
             continue
         k = index_of_uid.get(p.sop_instance_uid or "", p.slice)
-        if c.mask is not None:
-            img = np.zeros((height, width), dtype=bool)
-            m = c.mask
-            r0, c0 = max(m.row, 0), max(m.col, 0)
-            r1, c1 = min(m.row + m.height, height), min(m.col + m.width, width)
-            img[r0:r1, c0:c1] = m.to_array()[r0 - m.row : r1 - m.row, c0 - m.col : c1 - m.col]
-        else:
-
-            def drop(pts: np.ndarray) -> np.ndarray:
-                return frame.world_to_pixel(pts, plane)[:, :2]
-
-            img = rasterise(map_coords(c.geometry, drop, 2), width, height)
+        img = content_mask(c, frame, plane, width, height)
         if not img.any():
             skipped += 1
             continue

@@ -21,10 +21,29 @@ from PIL import Image
 from annot.export.coco import rasterise
 from annot.frames import ImageFrame, VolumeFrame
 from annot.geometry import map_coords
-from annot.model import Annotation, Kind
+from annot.model import Annotation, Content, Kind, Plane
 from annot.taxonomy import Project
 
 SHAPE_KINDS = {Kind.polygon, Kind.box, Kind.multipolygon, Kind.mask}
+
+
+def content_mask(
+    c: Content, frame: ImageFrame, plane: Plane | None, width: int, height: int
+) -> npt.NDArray[np.bool_]:
+    """One annotation's pixels on a (height, width) grid: its mask, or its shape rasterised."""
+    if c.mask is not None:
+        img = np.zeros((height, width), dtype=bool)
+        m = c.mask
+        r0, c0 = max(m.row, 0), max(m.col, 0)
+        r1, c1 = min(m.row + m.height, height), min(m.col + m.width, width)
+        img[r0:r1, c0:c1] = m.to_array()[r0 - m.row : r1 - m.row, c0 - m.col : c1 - m.col]
+        return img
+    assert c.geometry is not None
+
+    def drop(pts: np.ndarray) -> np.ndarray:
+        return frame.world_to_pixel(pts, plane)[:, :2]
+
+    return rasterise(map_coords(c.geometry, drop, 2), width, height)
 
 
 def _safe(name: str) -> str:
@@ -50,18 +69,7 @@ def label_masks(
             skipped += 1
             continue
         key = (c.label, p.slice if volume and p is not None else None)
-        if c.mask is not None:
-            img = np.zeros((height, width), dtype=bool)
-            m = c.mask
-            r0, c0 = max(m.row, 0), max(m.col, 0)
-            r1, c1 = min(m.row + m.height, height), min(m.col + m.width, width)
-            img[r0:r1, c0:c1] = m.to_array()[r0 - m.row : r1 - m.row, c0 - m.col : c1 - m.col]
-        else:
-
-            def drop(pts: np.ndarray) -> np.ndarray:
-                return frame.world_to_pixel(pts, plane)[:, :2]
-
-            img = rasterise(map_coords(c.geometry, drop, 2), width, height)
+        img = content_mask(c, frame, plane, width, height)
         if key in out:
             out[key] |= img
         else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def band_axis_of(axes: str, shape: tuple[int, ...]) -> str | None:
     return "S" if "S" in sizes else None
 
 
-class MultiscaleSource:
+class MultiscaleSource(ABC):
     """Tiles, pixel values and display ranges of a multiscale array image.
 
     Subclasses set ``info``, ``axes``, ``shapes`` (level 0 first) and ``levels`` via
@@ -118,8 +119,9 @@ class MultiscaleSource:
 
     # -- arrays ------------------------------------------------------------------------------
 
+    @abstractmethod
     def _open_level(self, index: int) -> Any:
-        raise NotImplementedError
+        """The array of level ``index`` for the calling thread."""
 
     def _array(self, index: int) -> Any:
         cache: dict[int, Any] | None = getattr(self._local, "arrays", None)
