@@ -10,6 +10,7 @@ from annot.errors import AnnotError
 from annot.storage import open_store
 from annot.users import Role
 from tileserver.errors import TileServerError
+from tileserver.formats import EXPORTS, IMPORTS
 from tileserver.server import ServeConfig, default_db_url, serve, state_dir
 
 DEFAULT_DEMO_DIR = Path("tessera-demo")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write an image's annotations to a file")
     p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
-    p.add_argument("--format", required=True, choices=["geojson", "coco", "dicom-seg", "masks"])
+    p.add_argument("--format", required=True, choices=list(EXPORTS))
     p.add_argument("-o", "--output", required=True, type=Path, metavar="PATH")
     p.add_argument(
         "--segmentation",
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="import annotations from a file onto an image")
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
-    p.add_argument("--format", required=True, choices=["geojson", "coco"])
+    p.add_argument("--format", required=True, choices=list(IMPORTS))
     p.add_argument("--crs", help="the file's CRS when it names none (EPSG:n); default WGS84")
     p.add_argument("--label", help="the label of features without properties.label")
     p.add_argument("--user", default="admin", help="the author to record (default: admin)")

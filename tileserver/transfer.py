@@ -12,16 +12,13 @@ from typing import Any
 from tqdm import tqdm
 
 from annot.errors import BadRequest
-from annot.export.coco import coco_to_features, export_coco
-from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
-from annot.export.geojson import export_geojson, parse_labels, parse_statuses, select
-from annot.export.masks import export_masks
-from annot.features import dumps
-from annot.frames import ImageFrame, VolumeFrame, frame_from_metadata
+from annot.export.geojson import parse_labels, parse_statuses, select
+from annot.frames import ImageFrame, frame_from_metadata
 from annot.imports import geojson as geojson_import
 from annot.storage import Store, open_store
 from annot.taxonomy import DEFAULT_PROJECT
 from tileserver.catalog import scan
+from tileserver.formats import ExportFormat, ExportJob, export_format, import_format
 from tileserver.server import default_db_url, state_dir
 
 
@@ -44,50 +41,61 @@ def _advance(bar: tqdm[Any]) -> Callable[[int], None]:
     return advance
 
 
+def _options(fmt: ExportFormat, args: argparse.Namespace) -> dict[str, str]:
+    """The format's options from the flags of the same names that were given."""
+    found = {}
+    for name in fmt.options:
+        value = getattr(args, name.replace("-", "_"), None)
+        if value is not None:
+            found[name] = str(value)
+    return found
+
+
 def run_export(args: argparse.Namespace) -> int:
+    fmt = export_format(args.format)
     frame, store, name, source = _open(args)
+    options = _options(fmt, args)
+    fmt.check(frame, options)
     try:
         labels = parse_labels(args.labels)
         statuses = parse_statuses(args.status)
         total = store.count(args.image)
-        with tqdm(total=total, unit="annotation", desc="export", disable=None) as bar:
+        with tqdm(total=total, unit="annotation", desc="select", disable=None) as bar:
             found = select(store, args.image, labels, statuses, progress=_advance(bar))
-        if args.format == "masks":
-            body = export_masks(found, frame, store.get_project(DEFAULT_PROJECT), args.image)
-        elif args.format == "dicom-seg":
-            if not isinstance(frame, VolumeFrame):
-                raise BadRequest("--format dicom-seg needs a DICOM volume")
-            project = store.get_project(DEFAULT_PROJECT)
-            seg = export_dicom_seg(found, frame, source_paths(source), project)
-            body = dicom_bytes(seg.dataset)
-        elif args.format == "coco":
-            project = store.get_project(DEFAULT_PROJECT)
-            doc = export_coco(found, frame, project, args.image, name, args.segmentation)
-            body = dumps(doc)
-        else:
-            body = export_geojson(found, frame, args.crs)
+        project = store.get_project(DEFAULT_PROJECT)
     finally:
         store.close()
-    args.output.write_bytes(body)
+    with tqdm(unit="step", desc=f"write {fmt.name}", disable=None) as bar:
+        job = ExportJob(
+            image_id=args.image,
+            image_name=name,
+            frame=frame,
+            source=source,
+            project=project,
+            annotations=found,
+            options=options,
+            progress=_advance(bar),
+        )
+        with args.output.open("wb") as out:
+            fmt.write(job, out)
     print(f"{len(found)} annotation(s) written to {args.output}", file=sys.stderr)
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
+    fmt = import_format(args.format)
     try:
-        data = json.loads(args.path.read_bytes())
-    except (OSError, ValueError) as exc:
+        body = args.path.read_bytes()
+    except OSError as exc:
         raise BadRequest(f"cannot read {args.path}: {exc}") from None
-    frame, store, name, _ = _open(args)
-    crs = args.crs
-    if args.format == "coco":
-        data, crs = coco_to_features(data, name), "pixel"
+    frame, store, name, source = _open(args)
     try:
+        found = fmt.read(body, frame, name, source, args.crs)
         project = store.get_project(DEFAULT_PROJECT)
-        n = len(data.get("features") or []) if isinstance(data, dict) else 0
+        n = len(found.collection.get("features") or [])
         with tqdm(total=n, unit="feature", desc="check", disable=None) as bar:
             result = geojson_import.plan(
-                data, frame, project, crs, args.label, progress=_advance(bar)
+                found.collection, frame, project, found.crs, args.label, progress=_advance(bar)
             )
         for r in result.rejected:
             print(f"rejected feature {r.index} ({r.label}): {r.reason}", file=sys.stderr)

@@ -67,6 +67,7 @@ from tileserver.web.handlers import MAX_BODY_BYTES, BaseHandler
 T = TypeVar("T")
 
 MAX_FEATURE_BYTES = 16 * 1024 * 1024
+CHUNKED_DRAIN_BYTES = 1024 * 1024 * 1024  # a chunked body past the limit is read and dropped
 MAX_BULK_FEATURES = 200_000
 DEFAULT_LIMIT = 1000
 REVIEW_STATUSES = {Status.accepted, Status.rejected}
@@ -146,13 +147,20 @@ class AnnotBaseHandler(BaseHandler):
     """
 
     _chunks: list[bytes]
+    _received: int
 
     def prepare(self) -> None:
-        self._chunks = []
+        self._chunks, self._received = [], 0
         try:
             length = int(self.request.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        connection = self.request.connection
+        if chunked and isinstance(connection, HTTP1Connection):
+            # A chunked body has no length up front: read (and drop) up to the drain limit
+            # so that the handler can answer a JSON 413 instead of tornado's bare 400.
+            connection.set_max_body_size(CHUNKED_DRAIN_BYTES)
         if length > MAX_BODY_BYTES:
             # Let the connection accept the headers' length so that it does not refuse the
             # request itself; finishing the response before reading the body closes it.
@@ -165,7 +173,11 @@ class AnnotBaseHandler(BaseHandler):
             raise TooLarge(f"the body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
 
     def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        self._received += len(chunk)
+        if self._received > MAX_BODY_BYTES:
+            self._chunks.clear()  # keep counting, stop keeping: body_json answers 413
+        else:
+            self._chunks.append(chunk)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await IOLoop.current().run_in_executor(
@@ -173,9 +185,17 @@ class AnnotBaseHandler(BaseHandler):
         )
 
     def body_json(self, limit: int = MAX_FEATURE_BYTES) -> Any:
-        body = b"".join(self._chunks)
-        if len(body) > limit:
-            raise TooLarge(f"the body is {len(body)} bytes; at most {limit} are accepted here")
+        return self._parse_json(self.body_bytes(limit))
+
+    def body_bytes(self, limit: int = MAX_FEATURE_BYTES) -> bytes:
+        if self._received > limit:
+            raise TooLarge(
+                f"the body is {self._received} bytes or more; at most {limit} are accepted here"
+            )
+        return b"".join(self._chunks)
+
+    @staticmethod
+    def _parse_json(body: bytes) -> Any:
         if not body:
             raise BadRequest("a JSON body is required")
         try:

@@ -1,0 +1,158 @@
+"""The export and import formats, one table shared by the HTTP routes and ``tessera export``.
+
+An export format writes into a binary file object, so a large export goes to a file (the CLI)
+or a spooled temporary file (HTTP, streamed out in chunks) and is never built twice in memory.
+Each format names the options it takes; the HTTP route answers 400 for any other query
+parameter and the CLI maps its flags of the same names (``-`` for ``_``).
+
+An import format turns a file's bytes into a GeoJSON FeatureCollection and the CRS of its
+coordinates; ``annot.imports.geojson`` then checks and stores every feature the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from annot.errors import BadRequest
+from annot.export.coco import coco_to_features, export_coco
+from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
+from annot.export.geojson import export_geojson
+from annot.export.masks import export_masks
+from annot.features import dumps
+from annot.frames import ImageFrame, VolumeFrame
+from annot.model import Annotation
+from annot.taxonomy import Project
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """What an export format gets: the selected annotations of one image and its source."""
+
+    image_id: str
+    image_name: str
+    frame: ImageFrame
+    source: Any  # tileserver.readers.base.ImageSource (pixels, for chips; paths, for SEG)
+    project: Project
+    annotations: Sequence[Annotation]
+    options: Mapping[str, str] = field(default_factory=dict)
+    progress: Callable[[int], None] | None = None
+
+    def option(self, name: str, default: str | None = None) -> str | None:
+        return self.options.get(name, default)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    media_type: str
+    suffix: str  # appended to the image id for the download's file name
+    write: Callable[[ExportJob, BinaryIO], None]
+    options: frozenset[str] = frozenset()
+    volume_only: bool = False
+
+    def check(self, frame: ImageFrame, options: Mapping[str, str]) -> None:
+        unknown = sorted(set(options) - self.options)
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise BadRequest(
+                f"format={self.name} does not take {', '.join(unknown)} (its options: {allowed})"
+            )
+        if self.volume_only and not isinstance(frame, VolumeFrame):
+            raise BadRequest(f"format={self.name} needs a DICOM volume")
+
+
+@dataclass(frozen=True)
+class ImportSource:
+    """A file turned into GeoJSON features, and the CRS their coordinates are in."""
+
+    collection: dict[str, Any]
+    crs: str | None
+
+
+@dataclass(frozen=True)
+class ImportFormat:
+    name: str
+    # (file bytes, frame, image name, source, crs asked for) -> features
+    read: Callable[[bytes, ImageFrame, str, Any, str | None], ImportSource]
+
+
+def _write_geojson(job: ExportJob, out: BinaryIO) -> None:
+    out.write(export_geojson(job.annotations, job.frame, job.option("crs")))
+
+
+def _write_coco(job: ExportJob, out: BinaryIO) -> None:
+    segmentation = job.option("segmentation", "polygon") or "polygon"
+    doc = export_coco(
+        job.annotations, job.frame, job.project, job.image_id, job.image_name, segmentation
+    )
+    out.write(dumps(doc))
+
+
+def _write_masks(job: ExportJob, out: BinaryIO) -> None:
+    out.write(export_masks(job.annotations, job.frame, job.project, job.image_id))
+
+
+def _write_dicom_seg(job: ExportJob, out: BinaryIO) -> None:
+    assert isinstance(job.frame, VolumeFrame)
+    seg = export_dicom_seg(job.annotations, job.frame, source_paths(job.source), job.project)
+    out.write(dicom_bytes(seg.dataset))
+
+
+EXPORTS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "geojson", "application/geo+json; charset=utf-8", ".geojson", _write_geojson,
+            frozenset({"crs"}),
+        ),
+        ExportFormat(
+            "coco", "application/json; charset=utf-8", ".coco.json", _write_coco,
+            frozenset({"segmentation"}),
+        ),
+        ExportFormat("masks", "application/zip", ".masks.zip", _write_masks),
+        ExportFormat(
+            "dicom-seg", "application/dicom", ".seg.dcm", _write_dicom_seg, volume_only=True
+        ),
+    )
+}  # fmt: skip
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the file is not valid JSON: {exc}") from None
+
+
+def _read_geojson(
+    body: bytes, frame: ImageFrame, name: str, source: Any, crs: str | None
+) -> ImportSource:
+    return ImportSource(_json(body), crs)
+
+
+def _read_coco(
+    body: bytes, frame: ImageFrame, name: str, source: Any, crs: str | None
+) -> ImportSource:
+    return ImportSource(coco_to_features(_json(body), name), "pixel")
+
+
+IMPORTS: dict[str, ImportFormat] = {
+    f.name: f for f in (ImportFormat("geojson", _read_geojson), ImportFormat("coco", _read_coco))
+}
+
+
+def export_format(name: str | None) -> ExportFormat:
+    fmt = EXPORTS.get((name or "").lower())
+    if fmt is None:
+        raise BadRequest(f"format must be one of {', '.join(EXPORTS)}")
+    return fmt
+
+
+def import_format(name: str | None) -> ImportFormat:
+    fmt = IMPORTS.get((name or "").lower())
+    if fmt is None:
+        raise BadRequest(f"format must be one of {', '.join(IMPORTS)}")
+    return fmt
