@@ -239,6 +239,8 @@ def properties(a: Annotation) -> dict[str, Any]:
         "updated_at": a.updated_at,
         "attributes": c.attributes,
     }
+    if isinstance(review := c.attributes.get("review"), Mapping):
+        props["review"] = review  # the latest review decision (tileserver/web/review.py)
     if c.keypoints:
         props["keypoints"] = list(c.keypoints)
     if c.mask is not None:

@@ -38,6 +38,7 @@ from tileserver.web.handlers import (
     ViewerHandler,
 )
 from tileserver.web.pixel import pixel_routes
+from tileserver.web.review import review_routes
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IMAGE = r"/api/v1/images/([^/]+)"
@@ -92,6 +93,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
         *annotation_routes(deps),
         *pixel_routes(deps),
         *export_routes(deps),
+        *review_routes(deps),
     ]
     return tornado.web.Application(
         routes,

@@ -82,6 +82,7 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     # Imported here: the annotation handlers import the handler module, which imports this one.
     from tileserver.web.annotations import openapi_paths
+    from tileserver.web.review import openapi_paths as review_paths
 
     image_id = _param("id", "path", {"type": "string"}, "image id")
     json_ok = {"description": "OK", "content": {"application/json": {}}}
@@ -204,5 +205,6 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **openapi_paths(),
+            **review_paths(),
         },
     }
