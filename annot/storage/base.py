@@ -60,6 +60,19 @@ class FeaturePage:
 
 
 @dataclass(frozen=True)
+class ImageChange:
+    """One entry of an image's change log without the annotation's former content: what the
+    live feed polls (``Store.changes_after``). ``version`` is 0 when the change deleted it."""
+
+    id: int
+    annotation_id: int
+    action: Action
+    user: str
+    at: str
+    version: int
+
+
+@dataclass(frozen=True)
 class Region:
     """What a spatial query selects: ``bounds`` (minx, miny, maxx, maxy, minz, maxz) in the
     storage frame, and optionally an exact 2D ``shape`` (within those x/y bounds) to intersect."""
@@ -150,6 +163,16 @@ class Store(Protocol):
     def history(self, aid: int) -> list[Change]: ...
 
     def get_change(self, change_id: int) -> Change: ...
+
+    def changes_after(self, image_id: str, after: int, limit: int = 1000) -> list[ImageChange]:
+        """The image's changes with an id above ``after``, oldest first. Ids grow in commit
+        order within an image (both stores serialise an image's change log), so a reader that
+        remembers the last id it saw misses none."""
+        ...
+
+    def last_change(self, image_id: str) -> int:
+        """The id of the image's latest change (0 if none): grows with every write."""
+        ...
 
     def undo(self, change_id: int, user: str) -> Annotation | None:
         """Revert one change (only the latest change of its annotation); returns the restored
@@ -352,6 +375,12 @@ def make_change(row: Sequence[Any]) -> Change:
         record_to_annotation(before) if before else None,
         int(undoes) if undoes is not None else None,
     )
+
+
+def image_change(row: Sequence[Any]) -> ImageChange:
+    """From ``(id, annotation_id, action, user, at, version)``."""
+    cid, aid, action, user, at, version = row
+    return ImageChange(int(cid), int(aid), Action(action), user, at, int(version))
 
 
 def project_from(name: str, instructions: str, locked: bool, labels: Sequence[Label]) -> Project:

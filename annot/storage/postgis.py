@@ -26,12 +26,14 @@ from annot.storage.base import (
     BOUND_KEYS,
     CONTENT_KEYS,
     FeaturePage,
+    ImageChange,
     Region,
     annotation_to_record,
     check_page,
     decode_rows,
     encode_content,
     encode_many,
+    image_change,
     label_columns,
     label_from_row,
     make_change,
@@ -118,6 +120,7 @@ CREATE TABLE IF NOT EXISTS changes (
     undoes BIGINT
 );
 CREATE INDEX IF NOT EXISTS changes_annotation ON changes (annotation_id, id);
+CREATE INDEX IF NOT EXISTS changes_image ON changes (image_id, id);
 CREATE TABLE IF NOT EXISTS snapshots (
     id BIGSERIAL PRIMARY KEY,
     project TEXT NOT NULL,
@@ -159,6 +162,7 @@ COPY_COLUMNS = (
     "props, gkey, gworld, gpixel"
 )
 COPY_THRESHOLD = 50
+IMAGE_LOG_LOCK = 7217  # first key of the per-image change-log locks (two-int4 key space)
 
 
 def _region_sql(
@@ -402,6 +406,13 @@ class PostgisStore:
         return decode_rows([row])[0]
 
     def _log(self, conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
+        # One writer at a time per image from here to the commit, so that an image's change
+        # ids grow in commit order and a reader polling "id > the last seen" misses none.
+        # Taken last in the transaction (after any per-annotation lock): no lock cycles.
+        for image_id in sorted({r[1] for r in rows}):
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (IMAGE_LOG_LOCK, image_id)
+            )
         sql = (
             'COPY changes (annotation_id, image_id, project, action, "user", at, version, '
             "before, undoes) FROM STDIN"
@@ -676,6 +687,26 @@ class PostgisStore:
         if row is None:
             raise NotFound(f"no change {change_id}")
         return make_change(row)
+
+    def changes_after(self, image_id: str, after: int, limit: int = 1000) -> list[ImageChange]:
+        rows = (
+            self._conn()
+            .execute(
+                'SELECT id, annotation_id, action, "user", at, version FROM changes '
+                "WHERE image_id = %s AND id > %s ORDER BY id LIMIT %s",
+                (image_id, after, limit),
+            )
+            .fetchall()
+        )
+        return [image_change(r) for r in rows]
+
+    def last_change(self, image_id: str) -> int:
+        row = (
+            self._conn()
+            .execute("SELECT max(id) FROM changes WHERE image_id = %s", (image_id,))
+            .fetchone()
+        )
+        return int(row[0] or 0) if row is not None else 0
 
     def undo(self, change_id: int, user: str) -> Annotation | None:
         at = now()

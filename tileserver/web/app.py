@@ -37,8 +37,10 @@ from tileserver.web.handlers import (
     TileJSONHandler,
     ViewerHandler,
 )
+from tileserver.web.live import live_routes
 from tileserver.web.pixel import pixel_routes
 from tileserver.web.review import review_routes
+from tileserver.web.vector_tiles import vector_tile_routes
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IMAGE = r"/api/v1/images/([^/]+)"
@@ -93,6 +95,8 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
         *annotation_routes(deps),
         *pixel_routes(deps),
         *export_routes(deps),
+        *vector_tile_routes(deps),
+        *live_routes(deps),
         *review_routes(deps),
     ]
     return tornado.web.Application(

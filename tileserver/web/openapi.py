@@ -82,7 +82,9 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     # Imported here: the annotation handlers import the handler module, which imports this one.
     from tileserver.web.annotations import openapi_paths
+    from tileserver.web.live import openapi_paths as live_paths
     from tileserver.web.review import openapi_paths as review_paths
+    from tileserver.web.vector_tiles import openapi_paths as vector_tile_paths
 
     image_id = _param("id", "path", {"type": "string"}, "image id")
     json_ok = {"description": "OK", "content": {"application/json": {}}}
@@ -205,6 +207,8 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **openapi_paths(),
+            **vector_tile_paths(),
+            **live_paths(),
             **review_paths(),
         },
     }
