@@ -79,16 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="COCO: polygons as COCO polygons (default) or rasterised RLE",
     )
     p.add_argument("--crs", help="world (WGS84, default), image, EPSG:n or pixel")
-    p.add_argument(
-        "--seg-type", choices=["binary", "fractional"], help="DICOM-SEG: segmentation type"
-    )
-    p.add_argument(
-        "--volume",
-        choices=["both", "image", "labels"],
-        help="NIfTI: a ZIP of both (default) or one .nii.gz of the image or the labels",
-    )
     p.add_argument("--labels", help="comma-separated labels (with their sub-labels)")
     p.add_argument("--status", help="comma-separated statuses (draft, submitted, ...)")
+    _chips_args(p.add_argument_group("format=chips (training chips of a 2D image)"))
     _store_args(p)
 
     p = sub.add_parser("import", help="import annotations from a file onto an image")
@@ -101,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report, store nothing")
     _store_args(p)
     return parser
+
+
+def _chips_args(g: argparse._ArgumentGroup) -> None:
+    """Flags named as the chips export's HTTP options (``chip_format`` is --chip-format)."""
+    g.add_argument("--size", type=int, help="chip side in pixels (default 512)")
+    g.add_argument(
+        "--resolution",
+        type=float,
+        help="chip pixel size in the image's CRS units (metres when projected); default full",
+    )
+    g.add_argument(
+        "--level", type=int, help="or the file's pyramid level N (0: full; else 2**N smaller)"
+    )
+    g.add_argument("--overlap", type=int, help="pixels shared by neighbouring chips (default 0)")
+    g.add_argument("--mode", choices=["annotated", "grid"], help="default annotated")
+    g.add_argument("--chip-format", choices=["geotiff", "png"], help="default geotiff")
+    g.add_argument("--split", metavar="TRAIN,VAL,TEST", help="fractions (default 0.8,0.1,0.1)")
+    g.add_argument("--split-by", choices=["area", "image"], help="default area")
+    g.add_argument("--seed", type=int, help="seed of the split hash (default 0)")
+    g.add_argument("--cell", type=float, help="split_by=area cell side (default 4 chips)")
+    g.add_argument("--bands", help="1-based bands to keep, e.g. 3,2,1 (default all)")
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
