@@ -96,7 +96,7 @@ def test_dicom_seg_export(serve_dirs: Any, ct_copy: Path, tmp_path: Path) -> Non
     assert np.array_equal(pixels[1, :, :, 1].astype(bool), expected_mask)
     assert not pixels[1, :, :, 0].any()
 
-    assert server.get(f"/api/v1/images/{image_id}/export?format=nifti").status_code == 400
+    assert server.get(f"/api/v1/images/{image_id}/export?format=nrrd").status_code == 400
 
     # format=masks: one PNG per label and slice, the same pixels
     r = server.get(f"/api/v1/images/{image_id}/export?format=masks")
@@ -118,3 +118,44 @@ def test_dicom_seg_export(serve_dirs: Any, ct_copy: Path, tmp_path: Path) -> Non
     again = hd.seg.segread(out)
     assert int(again.NumberOfFrames) == 2
     assert [s.SegmentLabel for s in again.SegmentSequence] == ["nodule", "vessel"]
+
+
+def test_dicom_seg_export_multiframe_source(
+    serve_dirs: Any, tmp_path: Path, shared_data: Path
+) -> None:
+    """A SEG of an enhanced (legacy converted) multi-frame CT references the source's frames."""
+    folder = tmp_path / "images"
+    name = "ct_dcmqi_23x38x3_legacy_enhanced"
+    shutil.copytree(shared_data / "dicom" / name, folder / name)
+    server = serve_dirs(folder)
+    (image_id,) = list(server.catalog.images)
+    info = server.get(f"/api/v1/images/{image_id}").json()
+    assert info["slices"] == 3
+    poly = [[2.2, 3.1], [20.3, 5.7], [15.6, 30.3], [2.2, 3.1]]  # no pixel centre on an edge
+    url = f"/api/v1/images/{image_id}/annotations?crs=pixel"
+    feat = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [poly]},
+            "properties": {"label": "liver", "slice": 1}}  # fmt: skip
+    assert _post(server, url, feat).status_code == 201
+    r = server.get(f"/api/v1/images/{image_id}/export?format=dicom-seg")
+    assert r.status_code == 200, r.text
+    path = tmp_path / "mf.seg.dcm"
+    path.write_bytes(r.content)
+    v = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [ln for ln in (v.stdout + v.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == [], "\n".join(errors)
+    seg = hd.seg.segread(path)
+    assert int(seg.NumberOfFrames) == 1
+    (item,) = seg.PerFrameFunctionalGroupsSequence
+    source = item.DerivationImageSequence[0].SourceImageSequence[0]
+    src = pydicom.dcmread(next((folder / name).iterdir()))
+    assert source.ReferencedSOPInstanceUID == src.SOPInstanceUID
+    # the frame is the source frame at slice 1 (sorted along the normal), at its position
+    normal = np.cross(*np.reshape(np.asarray(src.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float), (2, 3)))
+    heights = [float(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float) @ normal) for f in src.PerFrameFunctionalGroupsSequence]
+    middle = int(np.argsort(heights)[1])
+    assert int(source.ReferencedFrameNumber) == middle + 1
+    seg_ipp = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+    src_ipp = np.asarray(src.PerFrameFunctionalGroupsSequence[middle].PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+    assert np.allclose(seg_ipp, src_ipp, atol=1e-4)
+    expected = rasterise(shapely.Polygon(poly), int(src.Columns), int(src.Rows))
+    assert np.array_equal(seg.get_stored_frame(1).astype(bool), expected)

@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="COCO: polygons as COCO polygons (default) or rasterised RLE",
     )
     p.add_argument("--crs", help="world (WGS84, default), image, EPSG:n or pixel")
+    p.add_argument(
+        "--seg-type", choices=["binary", "fractional"], help="DICOM-SEG: segmentation type"
+    )
+    p.add_argument(
+        "--volume",
+        choices=["both", "image", "labels"],
+        help="NIfTI: a ZIP of both (default) or one .nii.gz of the image or the labels",
+    )
     p.add_argument("--labels", help="comma-separated labels (with their sub-labels)")
     p.add_argument("--status", help="comma-separated statuses (draft, submitted, ...)")
     _chips_args(p.add_argument_group("format=chips (training chips of a 2D image)"))

@@ -18,11 +18,13 @@ from typing import Any, BinaryIO
 
 from annot.errors import BadRequest
 from annot.export.coco import coco_to_features, export_coco
-from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_paths
+from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_frames
 from annot.export.geojson import export_geojson
 from annot.export.masks import export_masks
+from annot.export.nifti import SliceSource, export_nifti
 from annot.features import dumps
 from annot.frames import ImageFrame, VolumeFrame
+from annot.imports.dicom_seg import read_dicom_seg, target_of
 from annot.model import Annotation
 from annot.taxonomy import Project
 from tileserver.chips import CHIP_OPTIONS, write_chips
@@ -53,6 +55,12 @@ class ExportFormat:
     write: Callable[[ExportJob, BinaryIO], None]
     options: frozenset[str] = frozenset()
     volume_only: bool = False
+    # (media type, suffix) when the options change them (nifti's volume=image|labels)
+    variant: Callable[[Mapping[str, str]], tuple[str, str]] | None = None
+
+    def media(self, options: Mapping[str, str]) -> tuple[str, str]:
+        """The download's media type and file name suffix for these options."""
+        return self.variant(options) if self.variant else (self.media_type, self.suffix)
 
     def check(self, frame: ImageFrame, options: Mapping[str, str]) -> None:
         unknown = sorted(set(options) - self.options)
@@ -71,6 +79,7 @@ class ImportSource:
 
     collection: dict[str, Any]
     crs: str | None
+    summary: dict[str, Any] | None = None  # what the file held (DICOM-SEG: per segment)
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,38 @@ def _write_masks(job: ExportJob, out: BinaryIO) -> None:
 
 def _write_dicom_seg(job: ExportJob, out: BinaryIO) -> None:
     assert isinstance(job.frame, VolumeFrame)
-    seg = export_dicom_seg(job.annotations, job.frame, source_paths(job.source), job.project)
+    seg = export_dicom_seg(
+        job.annotations,
+        job.frame,
+        source_frames(job.source),
+        job.project,
+        seg_type=(job.option("seg_type", "binary") or "binary").lower(),
+    )
     out.write(dicom_bytes(seg.dataset))
+
+
+def _nifti_slices(source: Any) -> list[SliceSource]:
+    """The slices of a served DICOM volume (``tileserver`` DicomSource) with their LUTs."""
+    return [
+        SliceSource(f.path, f.frame, float(f.fields["slope"]), float(f.fields["intercept"]))
+        for f in getattr(source, "frames", None) or []
+    ]
+
+
+def _write_nifti(job: ExportJob, out: BinaryIO) -> None:
+    assert isinstance(job.frame, VolumeFrame)
+    volume = (job.option("volume", "both") or "both").lower()
+    export_nifti(
+        job.annotations, job.frame, _nifti_slices(job.source), job.project, out, volume,
+        job.progress,
+    )  # fmt: skip
+
+
+def _nifti_media(options: Mapping[str, str]) -> tuple[str, str]:
+    volume = (options.get("volume") or "both").lower()
+    if volume in ("image", "labels"):
+        return "application/gzip", f".{volume}.nii.gz"
+    return "application/zip", ".nifti.zip"
 
 
 EXPORTS: dict[str, ExportFormat] = {
@@ -116,7 +155,12 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat("masks", "application/zip", ".masks.zip", _write_masks),
         ExportFormat("chips", "application/zip", ".chips.zip", write_chips, CHIP_OPTIONS),
         ExportFormat(
-            "dicom-seg", "application/dicom", ".seg.dcm", _write_dicom_seg, volume_only=True
+            "dicom-seg", "application/dicom", ".seg.dcm", _write_dicom_seg,
+            frozenset({"seg_type"}), volume_only=True,
+        ),
+        ExportFormat(
+            "nifti", "application/zip", ".nifti.zip", _write_nifti, frozenset({"volume"}),
+            volume_only=True, variant=_nifti_media,
         ),
     )
 }  # fmt: skip
@@ -141,8 +185,20 @@ def _read_coco(
     return ImportSource(coco_to_features(_json(body), name), "pixel")
 
 
+def _read_dicom_seg(
+    body: bytes, frame: ImageFrame, name: str, source: Any, crs: str | None
+) -> ImportSource:
+    found = read_dicom_seg(body, target_of(frame, source.info.extra))
+    return ImportSource(found.collection(), "pixel", found.summary())
+
+
 IMPORTS: dict[str, ImportFormat] = {
-    f.name: f for f in (ImportFormat("geojson", _read_geojson), ImportFormat("coco", _read_coco))
+    f.name: f
+    for f in (
+        ImportFormat("geojson", _read_geojson),
+        ImportFormat("coco", _read_coco),
+        ImportFormat("dicom-seg", _read_dicom_seg),
+    )
 }
 
 

@@ -99,11 +99,12 @@ def run_import(args: argparse.Namespace) -> int:
             )
         for r in result.rejected:
             print(f"rejected feature {r.index} ({r.label}): {r.reason}", file=sys.stderr)
+        source_report = {"source": found.summary} if found.summary else {}
         if args.dry_run or not result.ok:
-            print(json.dumps(result.to_json(dry_run=args.dry_run), indent=1))
+            print(json.dumps(result.to_json(dry_run=args.dry_run) | source_report, indent=1))
             return 0 if result.ok else 1
         created = geojson_import.apply(result, store, args.image, DEFAULT_PROJECT, args.user)
     finally:
         store.close()
-    print(json.dumps(result.to_json(created=created)))
+    print(json.dumps(result.to_json(created=created) | source_report))
     return 0

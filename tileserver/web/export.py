@@ -62,8 +62,9 @@ class ExportHandler(AnnotBaseHandler):
                 fmt.write(job, out)  # type: ignore[arg-type]
 
             await self.call(run)
-            self.set_header("Content-Type", fmt.media_type)
-            self.set_header("Content-Disposition", f'attachment; filename="{image_id}{fmt.suffix}"')
+            media_type, suffix = fmt.media(options)
+            self.set_header("Content-Type", media_type)
+            self.set_header("Content-Disposition", f'attachment; filename="{image_id}{suffix}"')
             self.set_header("Content-Length", str(out.tell()))
             out.seek(0)
             while chunk := out.read(CHUNK_BYTES):
@@ -91,12 +92,13 @@ class ImportHandler(AnnotBaseHandler):
         )
         for c in result.contents:
             self.check_edit(role, None, c)
+        source_report = {"source": found.summary} if found.summary else {}
         if not result.ok:
-            report: dict[str, Any] = result.to_json(dry_run=dry_run)
+            report: dict[str, Any] = result.to_json(dry_run=dry_run) | source_report
             self.write_json(report, status=200 if dry_run else 422)
             return
         if dry_run:
-            self.write_json(result.to_json(dry_run=True))
+            self.write_json(result.to_json(dry_run=True) | source_report)
             return
         created = await self.call(
             geojson_import.apply,
@@ -106,7 +108,7 @@ class ImportHandler(AnnotBaseHandler):
             project_name,
             self.current_user.name,
         )
-        self.write_json(result.to_json(created=created), status=201)
+        self.write_json(result.to_json(created=created) | source_report, status=201)
 
 
 def export_routes(deps: dict[str, Any]) -> list[tornado.routing.URLSpec]:
