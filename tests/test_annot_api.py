@@ -522,3 +522,26 @@ def test_oversized_body_is_a_json_413(api) -> None:
     # bodies within the limit still arrive whole
     ok = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature())
     assert ok.status_code == 201, ok.text
+
+
+def test_chunked_body_over_the_limit_is_a_json_413(api) -> None:
+    """A chunked body has no length up front: past the limit it is read, dropped and answered
+    with a JSON 413 (tornado alone would answer a bare 400 and cut the connection)."""
+    from tileserver.web.handlers import MAX_BODY_BYTES
+
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    piece = b" " * (1024 * 1024)
+
+    def body():  # a generator makes requests send Transfer-Encoding: chunked
+        yield b'{"type": "FeatureCollection", "features": ['
+        for _ in range(MAX_BODY_BYTES // len(piece) + 2):
+            yield piece
+        yield b"]}"
+
+    path = f"/api/v1/images/{image}/annotations/bulk?crs=pixel"
+    r = c["ann"]("POST", path, data=body())
+    assert r.status_code == 413 and r.json()["error"] == "too_large", r.text
+    small = {"type": "FeatureCollection", "features": [feature()]}
+    r = c["ann"]("POST", path, data=iter([json.dumps(small).encode()]))
+    assert r.status_code == 201, r.text

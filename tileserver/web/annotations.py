@@ -188,6 +188,7 @@ class AnnotBaseHandler(BaseHandler):
         return self._parse_json(self.body_bytes(limit))
 
     def body_bytes(self, limit: int = MAX_FEATURE_BYTES) -> bytes:
+        limit = min(limit, MAX_BODY_BYTES)  # chunks past the server's limit were dropped
         if self._received > limit:
             raise TooLarge(
                 f"the body is {self._received} bytes or more; at most {limit} are accepted here"
@@ -431,7 +432,7 @@ class BulkAnnotationsHandler(AnnotBaseHandler):
         project = self.project_of_image(image_id)
         role = self.require(project, Role.annotator)
         frame, crs = self.frame_and_crs(image_id)
-        data = self.body_json(limit=1 << 62)
+        data = self.body_json(limit=MAX_BODY_BYTES)
         if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
             raise BadRequest("the body must be a GeoJSON FeatureCollection")
         features = data.get("features")
