@@ -243,6 +243,8 @@ export function getPixel(
 export interface Label {
   name: string;
   color: string | null;
+  /** Annotation kinds the label may be drawn as (`tag` for image-level tags); null: any. */
+  kinds?: string[] | null;
 }
 
 export interface GeoJsonGeometry {
@@ -254,7 +256,28 @@ export interface AnnotationFeature {
   type: 'Feature';
   id?: number | string;
   geometry: GeoJsonGeometry | null;
-  properties: { label: string; version?: number; slice?: number; plane?: PlaneName; [key: string]: unknown };
+  properties: {
+    label: string;
+    version?: number;
+    slice?: number;
+    plane?: PlaneName;
+    kind?: string;
+    status?: AnnotationStatus;
+    author?: string;
+    attributes?: Record<string, unknown>;
+    review?: ReviewRecord;
+    [key: string]: unknown;
+  };
+}
+
+export type AnnotationStatus = 'draft' | 'submitted' | 'accepted' | 'rejected';
+
+/** `properties.review`: the latest decision on an annotation. */
+export interface ReviewRecord {
+  decision: 'accept' | 'reject';
+  comment: string;
+  reviewer: string;
+  at: string;
 }
 
 export interface AnnotationCollection {
@@ -315,4 +338,73 @@ export async function deleteAnnotation(id: number | string, version: number): Pr
   await sendJson<null>('DELETE', `/annotations/${encodeURIComponent(String(id))}?crs=pixel`, undefined, {
     'If-Match': `"${version}"`,
   });
+}
+
+/**
+ * The annotations of an image (tags included), page by page, at most `maxPages` pages of 1000;
+ * volumes: of one slice if given.
+ */
+export async function listAllAnnotations(
+  imageId: string,
+  volume?: { slice: number; plane: PlaneName },
+  signal?: AbortSignal,
+  maxPages = 20,
+): Promise<AnnotationFeature[]> {
+  const out: AnnotationFeature[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const params = new URLSearchParams({ crs: 'pixel', limit: '1000' });
+    if (volume) {
+      params.set('slice', String(volume.slice));
+      params.set('plane', volume.plane);
+    }
+    if (cursor !== null) params.set('cursor', cursor);
+    const page: AnnotationCollection & { next_cursor?: string | null } = await getJson(
+      `/images/${encodeURIComponent(imageId)}/annotations?${params.toString()}`,
+      signal,
+    );
+    out.push(...page.features);
+    cursor = page.next_cursor ?? null;
+    pages += 1;
+  } while (cursor !== null && pages < maxPages);
+  return out;
+}
+
+export async function getAnnotation(id: number | string): Promise<AnnotationFeature> {
+  return getJson<AnnotationFeature>(`/annotations/${encodeURIComponent(String(id))}?crs=pixel`);
+}
+
+/** `POST /annotations/{id}/review`: accept or reject (reviewers), with If-Match. */
+export async function reviewAnnotation(
+  id: number | string,
+  version: number,
+  decision: 'accept' | 'reject',
+  comment: string,
+): Promise<AnnotationFeature> {
+  const stored = await sendJson<AnnotationFeature>(
+    'POST',
+    `/annotations/${encodeURIComponent(String(id))}/review?crs=pixel`,
+    { decision, comment },
+    { 'If-Match': `"${version}"` },
+  );
+  return stored as AnnotationFeature;
+}
+
+export interface ProjectDetail {
+  name: string;
+  instructions: string;
+  locked: boolean;
+  labels: Label[];
+  /** The caller's role in the project. */
+  role: 'annotator' | 'reviewer' | 'admin';
+}
+
+export function getProject(project: string): Promise<ProjectDetail> {
+  return getJson<ProjectDetail>(`/projects/${encodeURIComponent(project)}`);
+}
+
+/** Who is signed in. */
+export function getSession(): Promise<{ name: string; role: string }> {
+  return getJson<{ name: string; role: string }>('/session');
 }

@@ -5,10 +5,14 @@
 import 'ol/ol.css';
 import './style.css';
 
-import type { ImageDetail, ImageSummary, TileOptions } from './api';
-import { ApiError, getImage, isVolume, listImages, listLabels } from './api';
+import type { AnnotationFeature, ImageDetail, ImageSummary, Label, TileOptions } from './api';
+import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listImages, listLabels } from './api';
 import { AnnotationEditor } from './map/annotations';
 import { AnnotatePanel, TOOL_KEYS } from './ui/annotatePanel';
+import { AnnotationList } from './ui/annotationList';
+import { InstructionsPanel } from './ui/instructions';
+import { ReviewPanel } from './ui/reviewPanel';
+import { TagsBox } from './ui/tagsBox';
 import { ImageViewer } from './map/ImageViewer';
 import { planeImage } from './map/pixelGrid';
 import { byId, el } from './ui/dom';
@@ -63,9 +67,44 @@ class App {
   private readonly editor = new AnnotationEditor(this.viewer.map, {
     error: (title, message) => this.toast(title, message),
     changed: (count) => this.annotate.setCount(count),
+    saved: () => this.refreshAnnotations(),
     toolChanged: (tool) => this.annotate.setTool(tool),
+    selectionChanged: (ids) => {
+      this.mapElement.dataset.selected = ids.join(',');
+      this.annotationList.setSelected(ids);
+    },
+    pendingChanged: (pending) => this.annotationList.setPending(pending),
+    snapChanged: (on) => this.annotate.setSnapping(on),
   });
-  private readonly annotate = new AnnotatePanel(byId('annotate'), this.editor);
+  private readonly annotate = new AnnotatePanel(byId('annotate'), this.editor, () => void this.submitDrafts());
+  private readonly instructions = new InstructionsPanel(byId('instructions'));
+  private readonly tags = new TagsBox(
+    byId('tags'),
+    (title, message) => this.toast(title, message),
+    () => this.refreshAnnotations(),
+  );
+  private readonly annotationList = new AnnotationList(
+    byId('annotation-list'),
+    {
+      pick: (feature) => this.showAnnotation(feature),
+      retry: () => void this.editor.retryPending(),
+      discard: (key) => this.editor.discardPending(key),
+    },
+    (label) => this.editor.colour(label),
+  );
+  private readonly review = new ReviewPanel(byId('review'), {
+    show: (feature) => this.showAnnotation(feature),
+    decided: () => {
+      void this.editor.reload();
+      this.refreshAnnotations();
+    },
+    error: (title, message) => this.toast(title, message),
+  });
+  /** Who is signed in (for "my drafts"). */
+  private me: string | null = null;
+  private labels: Label[] = [];
+  private annotations: AnnotationFeature[] = [];
+  private refreshTimer: number | null = null;
   private toastTimer: number | null = null;
   private images: ImageSummary[] = [];
   /** The volume shown (full metadata), or null for a 2D image. */
@@ -80,6 +119,11 @@ class App {
     this.wireVolumeInput();
     this.wireAnnotationKeys();
     this.mapElement.dataset.state = 'loading';
+    void getSession()
+      .then((session) => {
+        this.me = session.name;
+      })
+      .catch(() => undefined);
     try {
       const { images, skipped } = await listImages();
       this.images = images;
@@ -135,6 +179,7 @@ class App {
     }
     if (loading.signal.aborted) return;
     this.notice.hide();
+    this.annotations = [];
     if (isVolume(image)) {
       const state = this.volumeStates.get(id) ?? initialVolumeState(image);
       this.volumeImage = image;
@@ -156,6 +201,7 @@ class App {
     }
     this.annotate.setVisible(true);
     void this.loadLabels(image);
+    this.refreshAnnotations(0);
     renderImageInfo(this.info, image);
     document.title = `${image.name} · Tessera`;
   }
@@ -180,17 +226,80 @@ class App {
     }
     this.updateVolumeStatus(state);
     this.editor.setContext(planeImage(image, state.plane), { slice: state.slice, plane: state.plane });
+    this.annotationList.setData(this.annotations, { slice: state.slice, plane: state.plane });
   }
 
   private async loadLabels(image: ImageDetail): Promise<void> {
     const project = this.images.find((i) => i.id === image.id)?.project ?? 'default';
     try {
       const labels = await listLabels(project);
+      this.labels = labels;
       this.editor.setLabels(labels);
       this.annotate.setLabels(labels);
+      this.tags.show(image.id, labels, this.annotations);
     } catch (error) {
       this.toast('Labels could not be loaded', error instanceof Error ? error.message : String(error));
     }
+    try {
+      const detail = await getProject(project);
+      const reviewer = detail.role === 'reviewer' || detail.role === 'admin';
+      this.editor.canReview = reviewer;
+      this.review.setAllowed(reviewer);
+      this.instructions.setInstructions(detail.instructions);
+    } catch (error) {
+      this.toast('The project could not be loaded', error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  /** Reload every annotation of the image for the list, the tags and the review queue (soon). */
+  private refreshAnnotations(delayMs = 300): void {
+    if (this.refreshTimer !== null) window.clearTimeout(this.refreshTimer);
+    this.refreshTimer = window.setTimeout(() => {
+      this.refreshTimer = null;
+      void this.loadAnnotations();
+    }, delayMs);
+  }
+
+  private async loadAnnotations(): Promise<void> {
+    const image = this.viewer.image;
+    if (!image) return;
+    const id = this.volumeImage?.id ?? image.id;
+    try {
+      const all = await listAllAnnotations(id);
+      if ((this.volumeImage?.id ?? this.viewer.image?.id) !== id) return;
+      this.annotations = all;
+      const state = this.volumeImage ? this.volumeStates.get(id) : undefined;
+      this.annotationList.setData(all, state ? { slice: state.slice, plane: state.plane } : null);
+      this.annotationList.setPending(this.editor.pending());
+      this.tags.show(id, this.labels, all);
+      this.review.setAnnotations(all);
+    } catch (error) {
+      this.toast('Annotations could not be listed', error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  /** Go to an annotation: its plane and slice on a volume, then zoom to it and select it. */
+  private showAnnotation(feature: AnnotationFeature): void {
+    const { slice, plane } = feature.properties;
+    if (this.volumeImage && slice !== undefined && plane !== undefined) {
+      this.volumeControls.setPlane(plane);
+      this.volumeControls.setSlice(slice);
+    }
+    this.editor.showAnnotation(feature);
+  }
+
+  /** Submit the signed-in user's drafts on this image for review. */
+  private async submitDrafts(): Promise<void> {
+    const mine = this.annotations.filter(
+      (a) => a.geometry !== null && (a.properties.status ?? 'draft') === 'draft' && a.properties.author === this.me,
+    );
+    if (mine.length === 0) {
+      this.toast('Nothing to submit', 'You have no draft annotations on this image.');
+      return;
+    }
+    const done = await this.editor.setStatus(mine, 'submitted');
+    this.toast('Submitted for review', `${done} of ${mine.length} draft${mine.length === 1 ? '' : 's'} submitted.`);
+    this.refreshAnnotations(0);
   }
 
   private toast(title: string, message: string): void {
@@ -203,20 +312,36 @@ class App {
     }, 8000);
   }
 
-  /** P/B/O/L pick a tool, Esc cancels, Delete removes the selection, Ctrl+Z undoes. */
+  /**
+   * P/F/B/O/L/H pick a tool, S toggles snapping, Esc cancels, Delete removes the selection,
+   * Ctrl+Z undoes, Ctrl+Shift+Z / Ctrl+Y redo; in review mode N / Shift+N step, A / R decide.
+   */
   private wireAnnotationKeys(): void {
     window.addEventListener('keydown', (event) => {
       if (!this.viewer.image) return;
       const target = event.target;
       if (target instanceof HTMLInputElement || target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement) return;
-      if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 'z') {
+      const key = event.key.toLowerCase();
+      if ((event.ctrlKey || event.metaKey) && (key === 'y' || (key === 'z' && event.shiftKey))) {
+        event.preventDefault();
+        void this.editor.redo();
+        return;
+      }
+      if ((event.ctrlKey || event.metaKey) && key === 'z') {
         event.preventDefault();
         void this.editor.undo();
         return;
       }
       if (event.ctrlKey || event.metaKey || event.altKey) return;
-      const tool = TOOL_KEYS[event.key.toLowerCase()];
-      if (tool) {
+      if (this.review.isActive && (key === 'n' || key === 'a' || key === 'r')) {
+        if (key === 'n') this.review.step(event.shiftKey ? -1 : 1);
+        else void this.review.decide(key === 'a' ? 'accept' : 'reject');
+        return;
+      }
+      const tool = TOOL_KEYS[key];
+      if (key === 's') {
+        this.editor.setSnapping(!this.editor.snapping);
+      } else if (tool) {
         this.editor.setTool(this.editor.activeTool === tool ? null : tool);
       } else if (event.key === 'Escape') {
         this.editor.cancel();
@@ -329,6 +454,10 @@ class App {
     this.volumeImage = null;
     this.editor.setContext(null, null);
     this.annotate.setVisible(false);
+    this.annotationList.hide();
+    this.tags.hide();
+    this.review.setAllowed(false);
+    this.instructions.setVisible(false);
     renderImageInfo(this.info, null);
     if (error instanceof ApiError && error.unauthorized) {
       document.body.classList.add('signed-out');

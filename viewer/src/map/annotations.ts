@@ -1,7 +1,9 @@
 /**
  * Annotations on the map: the visible ones loaded from the server (crs=pixel; volumes per slice
- * and plane), drawn in their label colours; drawing tools (polygon, box, point, polyline), vertex
- * editing, delete and undo, each change saved at once (POST / PUT or DELETE with If-Match).
+ * and plane), drawn in their label colours; drawing tools (polygon, freehand polygon, box, point,
+ * polyline, hole), snapping, vertex editing, moving, delete, undo and redo, each change saved at
+ * once (POST / PUT or DELETE with If-Match). A save that cannot reach the server is kept (see
+ * ./pendingSaves) and retried until it lands.
  *
  * Map coordinates are pixels with y flipped, so GeoJSON `[col, row]` is map `[col, -row]`.
  */
@@ -9,18 +11,25 @@ import type OLMap from 'ol/Map';
 import Feature from 'ol/Feature';
 import GeoJSON from 'ol/format/GeoJSON';
 import type Geometry from 'ol/geom/Geometry';
+import LinearRing from 'ol/geom/LinearRing';
+import Polygon from 'ol/geom/Polygon';
+import { buffer, getHeight, getWidth } from 'ol/extent';
 import Draw, { createBox } from 'ol/interaction/Draw';
 import Modify from 'ol/interaction/Modify';
 import Select from 'ol/interaction/Select';
+import Snap from 'ol/interaction/Snap';
+import Translate from 'ol/interaction/Translate';
 import VectorLayer from 'ol/layer/Vector';
 import VectorSource from 'ol/source/Vector';
 import { Circle as CircleStyle, Fill, Stroke, Style } from 'ol/style';
 import type { FeatureLike } from 'ol/Feature';
 
-import type { AnnotationFeature, ImageDetail, Label, PlaneName } from '../api';
+import type { AnnotationFeature, AnnotationStatus, ImageDetail, Label, PlaneName } from '../api';
 import { ApiError, createAnnotation, deleteAnnotation, queryAnnotations, updateAnnotation } from '../api';
+import type { PendingSave } from './pendingSaves';
+import { isRetryable, PendingSaves, retryDelayMs } from './pendingSaves';
 
-export type Tool = 'polygon' | 'box' | 'point' | 'line';
+export type Tool = 'polygon' | 'freehand' | 'box' | 'point' | 'line' | 'hole';
 
 const format = new GeoJSON();
 
@@ -31,6 +40,12 @@ function flip(coords: unknown): unknown {
     return [x, -(y ?? 0), ...rest];
   }
   return Array.isArray(coords) ? coords.map(flip) : coords;
+}
+
+/** The OpenLayers geometry (map coordinates) of a Feature in pixel coordinates. */
+export function mapGeometry(raw: AnnotationFeature): Geometry | null {
+  if (!raw.geometry) return null;
+  return format.readGeometry({ type: raw.geometry.type, coordinates: flip(raw.geometry.coordinates) }) ?? null;
 }
 
 const PALETTE = ['#e6194b', '#3cb44b', '#ffe119', '#4363d8', '#f58231', '#911eb4', '#46f0f0', '#f032e6'];
@@ -50,14 +65,32 @@ function withAlpha(hex: string, alpha: number): string {
 
 type Change =
   | { kind: 'create'; feature: Feature }
-  | { kind: 'modify'; feature: Feature; before: Geometry }
+  | { kind: 'modify'; feature: Feature; before: Geometry; after: Geometry }
   | { kind: 'delete'; feature: Feature };
 
 export interface AnnotationEvents {
   error: (title: string, message: string) => void;
   /** Something was saved, loaded or undone: the number of annotations shown. */
   changed?: (count: number) => void;
+  /** A change reached the server (a save, undo, redo, a kept save retried). */
+  saved?: () => void;
   toolChanged?: (tool: Tool | null) => void;
+  /** The ids of the selected annotations. */
+  selectionChanged?: (ids: string[]) => void;
+  /** The changes of this image waiting to be saved. */
+  pendingChanged?: (pending: PendingSave[]) => void;
+  snapChanged?: (on: boolean) => void;
+}
+
+/** Statuses only reviewers set: an annotator's edit of such a shape makes it a draft again. */
+const REVIEWED: readonly AnnotationStatus[] = ['accepted', 'rejected'];
+
+function openStorage(): PendingSaves | null {
+  try {
+    return new PendingSaves(window.localStorage);
+  } catch {
+    return null; // storage disabled: failed saves are shown, not kept
+  }
 }
 
 export class AnnotationEditor {
@@ -65,15 +98,25 @@ export class AnnotationEditor {
   private readonly layer: VectorLayer;
   private readonly select: Select;
   private readonly modify: Modify;
+  private readonly translate: Translate;
+  private readonly snap: Snap;
   private draw: Draw | null = null;
   private tool: Tool | null = null;
+  private holeTarget: Feature | null = null;
   private image: ImageDetail | null = null;
   private volume: { slice: number; plane: PlaneName } | null = null;
   private colours = new Map<string, string>();
   private undoStack: Change[] = [];
+  private redoStack: Change[] = [];
   private loading: AbortController | null = null;
   private modifying = new Map<Feature, Geometry>();
+  private focusId: string | null = null;
+  private readonly pendingStore = openStorage();
+  private retryTimer: number | null = null;
+  private retrying = false;
   label = 'lesion';
+  /** Reviewers keep a shape's accepted/rejected status when they edit it. */
+  canReview = false;
 
   constructor(
     private readonly map: OLMap,
@@ -81,7 +124,7 @@ export class AnnotationEditor {
   ) {
     this.layer = new VectorLayer({
       source: this.source,
-      style: (feature) => this.style(feature, false),
+      style: (feature) => this.style(feature, feature === this.holeTarget),
       properties: { role: 'annotations' },
       zIndex: 10,
     });
@@ -90,30 +133,41 @@ export class AnnotationEditor {
       layers: [this.layer],
       style: (feature) => this.style(feature, true),
     });
+    // Order matters: the last added sees events first. Modify (vertices) before Translate
+    // (the whole shape), and Snap after every interaction that moves points.
+    this.translate = new Translate({ features: this.select.getFeatures() });
     this.modify = new Modify({ features: this.select.getFeatures() });
+    this.snap = new Snap({ source: this.source });
     map.addInteraction(this.select);
+    map.addInteraction(this.translate);
     map.addInteraction(this.modify);
-    this.modify.on('modifystart', (event) => {
-      this.modifying.clear();
-      for (const f of event.features.getArray()) {
-        const geometry = (f as Feature).getGeometry();
-        if (geometry) this.modifying.set(f as Feature, geometry.clone());
+    map.addInteraction(this.snap);
+    this.snap.setActive(false); // off until asked for (S): it moves clicks silently
+    this.modify.on('modifystart', (event) => this.startEdit(event.features.getArray() as Feature[]));
+    this.modify.on('modifyend', () => this.endEdit());
+    this.translate.on('translatestart', (event) => this.startEdit(event.features.getArray() as Feature[]));
+    this.translate.on('translateend', (event) => {
+      const [x0, y0] = event.startCoordinate;
+      const [x1, y1] = event.coordinate;
+      if (x0 === x1 && y0 === y1) {
+        this.modifying.clear(); // a click on the selection, not a move
+        return;
       }
+      this.endEdit();
     });
-    this.modify.on('modifyend', (event) => {
-      for (const f of event.features.getArray()) {
-        const feature = f as Feature;
-        const before = this.modifying.get(feature);
-        if (before) void this.saveModify(feature, before, true);
-      }
-      this.modifying.clear();
-    });
+    const selected = this.select.getFeatures();
+    const tellSelection = (): void =>
+      this.events.selectionChanged?.(selected.getArray().map((f) => String(f.getId() ?? f.get('pending') ?? '')));
+    selected.on('add', tellSelection);
+    selected.on('remove', tellSelection);
     map.on('moveend', () => void this.reload());
+    window.addEventListener('online', () => void this.retryPending());
   }
 
   setLabels(labels: Label[]): void {
     // A fixed taxonomy: draw with one of its labels rather than a made-up one.
-    const first = labels[0];
+    const drawable = labels.filter((l) => !(l.kinds && l.kinds.length === 1 && l.kinds[0] === 'tag'));
+    const first = drawable[0] ?? labels[0];
     if (first && !labels.some((l) => l.name === this.label)) this.label = first.name;
     this.colours = new Map(labels.map((l) => [l.name, l.color ?? fallbackColour(l.name)]));
     this.layer.changed();
@@ -125,12 +179,17 @@ export class AnnotationEditor {
 
   /** The image (in the plane shown) and, for volumes, the slice and plane. */
   setContext(image: ImageDetail | null, volume: { slice: number; plane: PlaneName } | null): void {
+    const sameImage = image?.id === this.image?.id;
     this.image = image;
     this.volume = volume;
     this.undoStack = [];
+    this.redoStack = [];
     this.select.getFeatures().clear();
     this.source.clear();
     this.setTool(null);
+    this.showPendingCreates();
+    this.events.pendingChanged?.(this.pending());
+    if (!sameImage) void this.retryPending();
     void this.reload();
   }
 
@@ -144,6 +203,19 @@ export class AnnotationEditor {
 
   get canUndo(): boolean {
     return this.undoStack.length > 0;
+  }
+
+  get canRedo(): boolean {
+    return this.redoStack.length > 0;
+  }
+
+  get snapping(): boolean {
+    return this.snap.getActive();
+  }
+
+  setSnapping(on: boolean): void {
+    this.snap.setActive(on);
+    this.events.snapChanged?.(on);
   }
 
   /** Load the annotations in the visible part of the image. */
@@ -181,21 +253,21 @@ export class AnnotationEditor {
         seen.add(key);
         const existing = shown.get(key);
         if (existing) {
-          if (Number(existing.get('version')) !== Number(fresh.get('version'))) {
+          if (Number(existing.get('version')) !== Number(fresh.get('version')) && !existing.get('pending')) {
             existing.setGeometry(fresh.getGeometry());
-            existing.set('version', fresh.get('version'));
-            existing.set('label', fresh.get('label'));
+            this.adopt(existing, raw);
           }
         } else {
           this.source.addFeature(fresh);
         }
       }
       for (const [key, f] of shown) {
-        if (!seen.has(key)) {
+        if (!seen.has(key) && !f.get('pending')) {
           this.select.getFeatures().remove(f);
           this.source.removeFeature(f);
         }
       }
+      if (this.focusId !== null && this.selectById(this.focusId)) this.focusId = null;
       this.events.changed?.(this.count);
     } catch (error) {
       if (loading.signal.aborted) return;
@@ -208,12 +280,23 @@ export class AnnotationEditor {
       this.map.removeInteraction(this.draw);
       this.draw = null;
     }
+    const target = tool === 'hole' ? this.selectedPolygon() : null;
+    if (tool === 'hole' && !target) {
+      this.events.error('No polygon selected', 'Click a polygon to select it, then press H to draw a hole in it.');
+      tool = null;
+    }
+    this.holeTarget = target;
     this.tool = tool;
     if (tool && this.image) {
       const draw =
         tool === 'box'
           ? new Draw({ type: 'Circle', geometryFunction: createBox(), stopClick: true })
-          : new Draw({ type: tool === 'polygon' ? 'Polygon' : tool === 'line' ? 'LineString' : 'Point', stopClick: true });
+          : new Draw({
+              type: tool === 'line' ? 'LineString' : tool === 'point' ? 'Point' : 'Polygon',
+              // Shift-drag draws freehand with the polygon and line tools (OpenLayers' default).
+              freehand: tool === 'freehand',
+              stopClick: true,
+            });
       draw.on('drawstart', () => {
         this.drawing = true;
       });
@@ -222,6 +305,10 @@ export class AnnotationEditor {
       });
       draw.on('drawend', (event) => {
         this.drawing = false;
+        if (this.tool === 'hole') {
+          void this.addHole(event.feature);
+          return;
+        }
         this.source.addFeature(event.feature);
         void this.saveNew(event.feature);
       });
@@ -229,9 +316,15 @@ export class AnnotationEditor {
       this.draw = draw;
       this.select.getFeatures().clear();
       this.select.setActive(false);
+      this.translate.setActive(false);
     } else {
       this.select.setActive(true);
+      this.translate.setActive(true);
     }
+    // Snap must come after the draw interaction to see its pointer events first.
+    this.map.removeInteraction(this.snap);
+    this.map.addInteraction(this.snap);
+    this.layer.changed();
     this.events.toolChanged?.(this.tool);
   }
 
@@ -247,62 +340,137 @@ export class AnnotationEditor {
 
   private drawing = false;
 
-  private properties(label: string): AnnotationFeature['properties'] {
-    return this.volume ? { label, slice: this.volume.slice, plane: this.volume.plane } : { label };
+  /** Zoom to an annotation (from the list or the review queue) and select it. */
+  showAnnotation(raw: AnnotationFeature): void {
+    const geometry = mapGeometry(raw);
+    if (!geometry || raw.id === undefined) return;
+    if (this.tool) this.setTool(null);
+    const extent = geometry.getExtent();
+    // A margin around the shape (a point has no size): a tenth of it, at least 16 pixels.
+    const margin = Math.max(16, 0.1 * Math.max(getWidth(extent), getHeight(extent)));
+    this.focusId = String(raw.id);
+    if (this.selectById(this.focusId)) this.focusId = null;
+    this.map.getView().fit(buffer(extent, margin), { padding: [40, 40, 40, 40], duration: 0 });
   }
 
-  private toGeoJson(feature: Feature): AnnotationFeature {
+  private selectById(id: string): boolean {
+    const feature = this.source.getFeatures().find((f) => String(f.getId()) === id);
+    if (!feature) return false;
+    const selected = this.select.getFeatures();
+    selected.clear();
+    selected.push(feature);
+    return true;
+  }
+
+  private selectedPolygon(): Feature | null {
+    const selected = this.select.getFeatures().getArray();
+    const feature = selected.length === 1 ? selected[0] : undefined;
+    return feature && feature.getGeometry() instanceof Polygon && feature.getId() !== undefined ? feature : null;
+  }
+
+  private properties(feature: Feature, status?: AnnotationStatus): AnnotationFeature['properties'] {
+    const label = String(feature.get('label') ?? this.label);
+    let kept = (feature.get('status') as AnnotationStatus | undefined) ?? 'draft';
+    if (!this.canReview && REVIEWED.includes(kept)) kept = 'draft';
+    const props: AnnotationFeature['properties'] = { label, status: status ?? kept };
+    const attributes = feature.get('attributes') as Record<string, unknown> | undefined;
+    if (attributes && Object.keys(attributes).length > 0) props.attributes = attributes;
+    const slice = feature.get('slice') as number | undefined;
+    const plane = feature.get('plane') as PlaneName | undefined;
+    if (slice !== undefined && plane !== undefined) return { ...props, slice, plane };
+    return this.volume ? { ...props, slice: this.volume.slice, plane: this.volume.plane } : props;
+  }
+
+  private toGeoJson(feature: Feature, status?: AnnotationStatus): AnnotationFeature {
     const geometry = feature.getGeometry();
     const written = geometry ? (format.writeGeometryObject(geometry) as { type: string; coordinates: unknown }) : null;
-    const label = String(feature.get('label') ?? this.label);
     return {
       type: 'Feature',
       geometry: written ? ({ type: written.type, coordinates: flip(written.coordinates) } as AnnotationFeature['geometry']) : null,
-      properties: this.properties(label),
+      properties: this.properties(feature, status),
     };
   }
 
   private toOl(raw: AnnotationFeature): Feature | null {
-    if (!raw.geometry) return null;
-    const geometry = format.readGeometry({ type: raw.geometry.type, coordinates: flip(raw.geometry.coordinates) });
-    const feature = new Feature(geometry ?? undefined);
-    if (raw.id !== undefined) feature.setId(raw.id);
-    feature.set('label', raw.properties.label);
-    feature.set('version', raw.properties.version ?? 1);
+    const geometry = mapGeometry(raw);
+    if (!geometry) return null;
+    const feature = new Feature(geometry);
+    this.adopt(feature, raw);
     return feature;
   }
 
+  /** Take the stored annotation's id, version and properties. */
   private adopt(feature: Feature, stored: AnnotationFeature): void {
     if (stored.id !== undefined) feature.setId(stored.id);
-    feature.set('version', stored.properties.version ?? 1);
-    feature.set('label', stored.properties.label);
+    const p = stored.properties;
+    feature.setProperties({
+      version: p.version ?? 1,
+      label: p.label,
+      status: p.status ?? 'draft',
+      author: p.author,
+      attributes: p.attributes ?? {},
+      kind: p.kind,
+    });
+  }
+
+  private finishChange(change: Change): void {
+    this.undoStack.push(change);
+    this.redoStack = [];
+    this.events.changed?.(this.count);
+    this.events.saved?.();
+  }
+
+  private startEdit(features: Feature[]): void {
+    this.modifying.clear();
+    for (const f of features) {
+      const geometry = f.getGeometry();
+      if (geometry) this.modifying.set(f, geometry.clone());
+    }
+  }
+
+  private endEdit(): void {
+    for (const [feature, before] of this.modifying) void this.saveEdit(feature, before);
+    this.modifying.clear();
+  }
+
+  private async saveEdit(feature: Feature, before: Geometry): Promise<void> {
+    const after = feature.getGeometry()?.clone();
+    if (after && (await this.saveModify(feature, before))) this.finishChange({ kind: 'modify', feature, before, after });
   }
 
   private async saveNew(feature: Feature): Promise<void> {
     const image = this.image;
     if (!image) return;
     feature.set('label', this.label);
+    feature.set('status', 'draft');
+    const body = this.toGeoJson(feature);
     try {
-      const stored = await createAnnotation(image.id, this.toGeoJson(feature));
+      const stored = await createAnnotation(image.id, body);
       this.adopt(feature, stored);
-      this.undoStack.push({ kind: 'create', feature });
-      this.events.changed?.(this.count);
+      this.finishChange({ kind: 'create', feature });
     } catch (error) {
+      if (this.keepPending(error, { imageId: image.id, op: 'create', feature: body }, feature)) return;
       this.source.removeFeature(feature);
       this.events.error('The annotation was not saved', error instanceof Error ? error.message : String(error));
     }
   }
 
-  private async saveModify(feature: Feature, before: Geometry, undoable: boolean): Promise<boolean> {
+  /** PUT the feature's current shape; on failure put `before` back (unless kept to retry). */
+  private async saveModify(feature: Feature, before: Geometry, status?: AnnotationStatus): Promise<boolean> {
     const id = feature.getId();
-    if (id === undefined) return false;
+    const image = this.image;
+    if (id === undefined || !image) return false;
+    const body = this.toGeoJson(feature, status);
+    const version = Number(feature.get('version'));
     try {
-      const stored = await updateAnnotation(id, Number(feature.get('version')), this.toGeoJson(feature));
+      const stored = await updateAnnotation(id, version, body);
       this.adopt(feature, stored);
-      if (undoable) this.undoStack.push({ kind: 'modify', feature, before });
       this.events.changed?.(this.count);
       return true;
     } catch (error) {
+      if (this.keepPending(error, { key: `update-${String(id)}`, imageId: image.id, op: 'update', id, version, feature: body }, feature)) {
+        return false;
+      }
       feature.setGeometry(before);
       if (error instanceof ApiError && error.status === 412) {
         this.events.error('Someone else changed this annotation', 'Your edit was not saved; the current version is shown.');
@@ -314,18 +482,42 @@ export class AnnotationEditor {
     }
   }
 
+  /** Draw-end of the hole tool: the drawn ring becomes an interior ring of the target. */
+  private async addHole(drawn: Feature): Promise<void> {
+    const target = this.holeTarget;
+    const polygon = target?.getGeometry();
+    const ring = drawn.getGeometry();
+    if (!target || !(polygon instanceof Polygon) || !(ring instanceof Polygon)) return;
+    const coordinates = ring.getLinearRing(0)?.getCoordinates() ?? [];
+    if (!coordinates.every((c) => polygon.intersectsCoordinate(c))) {
+      this.events.error('The hole was not added', 'A hole must lie inside the selected polygon.');
+      return;
+    }
+    const before = polygon.clone();
+    const withHole = polygon.clone();
+    withHole.appendLinearRing(new LinearRing(coordinates));
+    target.setGeometry(withHole);
+    await this.saveEdit(target, before);
+  }
+
   /** Delete the selected annotations. */
   async deleteSelected(): Promise<void> {
     for (const feature of [...this.select.getFeatures().getArray()]) {
       const id = feature.getId();
-      if (id === undefined) continue;
+      const image = this.image;
+      if (id === undefined || !image) continue;
+      const version = Number(feature.get('version'));
       try {
-        await deleteAnnotation(id, Number(feature.get('version')));
+        await deleteAnnotation(id, version);
         this.select.getFeatures().remove(feature);
         this.source.removeFeature(feature);
-        this.undoStack.push({ kind: 'delete', feature });
-        this.events.changed?.(this.count);
+        this.finishChange({ kind: 'delete', feature });
       } catch (error) {
+        if (this.keepPending(error, { key: `delete-${String(id)}`, imageId: image.id, op: 'delete', id, version })) {
+          this.select.getFeatures().remove(feature);
+          this.source.removeFeature(feature);
+          continue;
+        }
         this.events.error('The annotation was not deleted', error instanceof Error ? error.message : String(error));
       }
     }
@@ -335,31 +527,205 @@ export class AnnotationEditor {
   async undo(): Promise<void> {
     const change = this.undoStack.pop();
     if (!change || !this.image) return;
+    if (await this.apply(change, 'backward')) this.redoStack.push(change);
+    else this.undoStack.push(change);
+  }
+
+  /** Redo the last undone change. */
+  async redo(): Promise<void> {
+    const change = this.redoStack.pop();
+    if (!change || !this.image) return;
+    if (await this.apply(change, 'forward')) this.undoStack.push(change);
+    else this.redoStack.push(change);
+  }
+
+  /** Do a change again (forward) or revert it (backward); true if the server took it. */
+  private async apply(change: Change, direction: 'forward' | 'backward'): Promise<boolean> {
+    const image = this.image;
+    if (!image) return false;
     const { feature } = change;
+    const removes = (change.kind === 'create') === (direction === 'backward');
     try {
-      if (change.kind === 'create') {
+      if (change.kind === 'modify') {
+        const [from, to] = direction === 'backward' ? [change.after, change.before] : [change.before, change.after];
+        feature.setGeometry(to.clone());
+        const saved = await this.saveModify(feature, from.clone());
+        if (saved) this.events.saved?.();
+        return saved;
+      }
+      if (removes) {
         const id = feature.getId();
         if (id !== undefined) await deleteAnnotation(id, Number(feature.get('version')));
         this.select.getFeatures().remove(feature);
         if (this.source.hasFeature(feature)) this.source.removeFeature(feature);
-      } else if (change.kind === 'modify') {
-        const now = feature.getGeometry()?.clone();
-        feature.setGeometry(change.before);
-        if (!(await this.saveModify(feature, now ?? change.before, false)) && now) feature.setGeometry(now);
       } else {
-        const stored = await createAnnotation(this.image.id, this.toGeoJson(feature));
+        const stored = await createAnnotation(image.id, this.toGeoJson(feature));
         this.adopt(feature, stored);
-        this.source.addFeature(feature);
+        if (!this.source.hasFeature(feature)) this.source.addFeature(feature);
       }
       this.events.changed?.(this.count);
+      this.events.saved?.();
+      return true;
     } catch (error) {
-      this.events.error('Undo failed', error instanceof Error ? error.message : String(error));
+      this.events.error(direction === 'backward' ? 'Undo failed' : 'Redo failed', error instanceof Error ? error.message : String(error));
+      return false;
     }
+  }
+
+  /** PUT the given annotations (from a listing, pixel coordinates) with a new status. */
+  async setStatus(features: AnnotationFeature[], status: AnnotationStatus): Promise<number> {
+    let done = 0;
+    for (const raw of features) {
+      if (raw.id === undefined) continue;
+      const body: AnnotationFeature = {
+        type: 'Feature',
+        geometry: raw.geometry,
+        properties: statusBody(raw, status),
+      };
+      try {
+        await updateAnnotation(raw.id, Number(raw.properties.version ?? 1), body);
+        done += 1;
+      } catch (error) {
+        this.events.error(`#${String(raw.id)} was not changed`, error instanceof Error ? error.message : String(error));
+      }
+    }
+    void this.reload();
+    return done;
+  }
+
+  // -- saves kept for later ----------------------------------------------------------------
+
+  /** The changes of the current image waiting to be saved. */
+  pending(): PendingSave[] {
+    return this.image && this.pendingStore ? this.pendingStore.forImage(this.image.id) : [];
+  }
+
+  /** Keep a failed save if it may pass later; true if kept (the shape stays as drawn). */
+  private keepPending(
+    error: unknown,
+    save: Omit<PendingSave, 'key' | 'since' | 'attempts' | 'error'> & { key?: string },
+    feature?: Feature,
+  ): boolean {
+    if (!this.pendingStore || !isRetryable(error)) return false;
+    const message = error instanceof Error ? error.message : String(error);
+    const entry = this.pendingStore.put({ ...save, key: save.key ?? (feature?.get('pending') as string | undefined), error: message });
+    if (feature) {
+      feature.set('pending', entry.key);
+      feature.changed();
+    }
+    this.events.error('Not saved yet', `${message}. The change is kept on this computer and saved when the server answers again.`);
+    this.events.pendingChanged?.(this.pending());
+    this.scheduleRetry(entry.attempts);
+    return true;
+  }
+
+  private scheduleRetry(attempts: number): void {
+    if (this.retryTimer !== null) window.clearTimeout(this.retryTimer);
+    this.retryTimer = window.setTimeout(() => {
+      this.retryTimer = null;
+      void this.retryPending();
+    }, retryDelayMs(attempts));
+  }
+
+  /** Pending creates of this image (and this slice) drawn on the map, marked unsaved. */
+  private showPendingCreates(): void {
+    for (const save of this.pending()) {
+      if (save.op !== 'create' || !save.feature) continue;
+      const p = save.feature.properties;
+      if (this.volume && (p.slice !== this.volume.slice || p.plane !== this.volume.plane)) continue;
+      const geometry = mapGeometry(save.feature);
+      if (!geometry) continue;
+      const feature = new Feature(geometry);
+      feature.setProperties({ label: p.label, status: p.status ?? 'draft', pending: save.key, slice: p.slice, plane: p.plane });
+      this.source.addFeature(feature);
+    }
+  }
+
+  private pendingFeature(key: string): Feature | undefined {
+    return this.source.getFeatures().find((f) => f.get('pending') === key);
+  }
+
+  /** Try every pending save of the current image once more (in order). */
+  async retryPending(): Promise<void> {
+    const image = this.image;
+    const store = this.pendingStore;
+    if (!image || !store || this.retrying) return;
+    this.retrying = true;
+    try {
+      for (const save of store.forImage(image.id)) {
+        const ok = await this.retryOne(save);
+        if (!ok) break; // still unreachable: keep the order, try again later
+      }
+    } finally {
+      this.retrying = false;
+      this.events.pendingChanged?.(this.pending());
+    }
+  }
+
+  /** One pending save; false if it failed again in a way that may pass later. */
+  private async retryOne(save: PendingSave): Promise<boolean> {
+    const store = this.pendingStore;
+    if (!store) return true;
+    const feature = this.pendingFeature(save.key);
+    try {
+      if (save.op === 'create' && save.feature) {
+        const stored = await createAnnotation(save.imageId, save.feature);
+        if (feature && this.image?.id === save.imageId) {
+          this.adopt(feature, stored);
+          feature.unset('pending');
+        }
+      } else if (save.op === 'update' && save.feature && save.id !== undefined) {
+        const stored = await updateAnnotation(save.id, save.version ?? 1, save.feature);
+        if (feature) {
+          this.adopt(feature, stored);
+          feature.unset('pending');
+        }
+      } else if (save.op === 'delete' && save.id !== undefined) {
+        await deleteAnnotation(save.id, save.version ?? 1);
+      }
+      store.remove(save.imageId, save.key);
+      this.events.changed?.(this.count);
+      this.events.saved?.();
+      return true;
+    } catch (error) {
+      if (isRetryable(error)) {
+        const again = store.put({ ...save, error: error instanceof Error ? error.message : String(error) });
+        this.scheduleRetry(again.attempts);
+        return false;
+      }
+      // The server said no: show why, drop the change and show what the server has.
+      store.remove(save.imageId, save.key);
+      if (feature && save.op === 'create') this.source.removeFeature(feature);
+      if (feature) feature.unset('pending');
+      const gone = error instanceof ApiError && error.status === 404 && save.op === 'delete';
+      if (!gone) {
+        const what = save.op === 'create' ? 'The kept annotation' : 'The kept change';
+        this.events.error(`${what} was refused`, error instanceof Error ? error.message : String(error));
+      }
+      void this.reload();
+      return true;
+    }
+  }
+
+  /** Drop a pending save without sending it (the list's Discard). */
+  discardPending(key: string): void {
+    const image = this.image;
+    if (!image || !this.pendingStore) return;
+    const feature = this.pendingFeature(key);
+    if (feature && feature.getId() === undefined) this.source.removeFeature(feature);
+    this.pendingStore.remove(image.id, key);
+    this.events.pendingChanged?.(this.pending());
+    void this.reload();
   }
 
   private style(feature: FeatureLike, selected: boolean): Style[] {
     const colour = this.colour(String(feature.get('label') ?? ''));
-    const stroke = new Stroke({ color: selected ? '#ffffff' : colour, width: selected ? 3 : 2 });
+    const unsaved = Boolean(feature.get('pending'));
+    const stroke = new Stroke({
+      color: selected ? '#ffffff' : colour,
+      width: selected ? 3 : 2,
+      ...(unsaved ? { lineDash: [8, 6] } : {}),
+    });
     return [
       new Style({
         stroke,
@@ -369,4 +735,14 @@ export class AnnotationEditor {
       ...(selected ? [new Style({ stroke: new Stroke({ color: colour, width: 1.5, lineDash: [4, 4] }) })] : []),
     ];
   }
+}
+
+/** The properties to PUT back for an annotation read from a listing, with a new status. */
+export function statusBody(raw: AnnotationFeature, status: AnnotationStatus): AnnotationFeature['properties'] {
+  const p = raw.properties;
+  const body: AnnotationFeature['properties'] = { label: p.label, status };
+  for (const key of ['kind', 'attributes', 'keypoints', 'mask', 'slice', 'plane'] as const) {
+    if (p[key] !== undefined && p[key] !== null) body[key] = p[key] as never;
+  }
+  return body;
 }
