@@ -8,6 +8,8 @@ import './style.css';
 import type { AnnotationFeature, ImageDetail, ImageSummary, Label, TileOptions } from './api';
 import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listImages, listLabels } from './api';
 import { AnnotationEditor } from './map/annotations';
+import { LiveUpdates } from './map/liveUpdates';
+import { OverviewLayer } from './map/overviewLayer';
 import { AnnotatePanel, TOOL_KEYS } from './ui/annotatePanel';
 import { AnnotationList } from './ui/annotationList';
 import { InstructionsPanel } from './ui/instructions';
@@ -76,6 +78,17 @@ class App {
     pendingChanged: (pending) => this.annotationList.setPending(pending),
     snapChanged: (on) => this.annotate.setSnapping(on),
   });
+  /** Vector tiles of the annotations while zoomed out or crowded (see map/overviewLayer). */
+  private readonly overview = new OverviewLayer(this.viewer.map, this.editor, (on) => {
+    this.mapElement.dataset.overview = on ? 'on' : 'off';
+  });
+  /** Others' changes to the image shown, as they are stored (see map/liveUpdates). */
+  private readonly live = new LiveUpdates({
+    applyRemote: (feature) => this.editor.applyRemote(feature),
+    removeRemote: (id) => this.editor.removeRemote(id),
+    reload: () => void this.editor.reload(),
+    refreshOverview: () => this.overview.refresh(),
+  });
   private readonly annotate = new AnnotatePanel(byId('annotate'), this.editor, () => void this.submitDrafts());
   private readonly instructions = new InstructionsPanel(byId('instructions'));
   private readonly tags = new TagsBox(
@@ -115,6 +128,10 @@ class App {
   private loading: AbortController | null = null;
 
   async start(): Promise<void> {
+    this.editor.followContext((image, volume) => {
+      this.overview.setContext(image, volume);
+      this.live.setContext(image, volume);
+    });
     window.addEventListener('hashchange', () => void this.route());
     this.wireVolumeInput();
     this.wireAnnotationKeys();

@@ -182,6 +182,7 @@ export class AnnotationEditor {
     const sameImage = image?.id === this.image?.id;
     this.image = image;
     this.volume = volume;
+    this.contextListener?.(image, volume);
     this.undoStack = [];
     this.redoStack = [];
     this.select.getFeatures().clear();
@@ -221,7 +222,7 @@ export class AnnotationEditor {
   /** Load the annotations in the visible part of the image. */
   async reload(): Promise<void> {
     const image = this.image;
-    if (!image) return;
+    if (!image || this.overview) return; // the overview layer shows them (setOverview)
     const extent = this.map.getView().calculateExtent(this.map.getSize());
     const [x0 = 0, y0 = 0, x1 = 0, y1 = 0] = extent;
     const bbox: [number, number, number, number] = [
@@ -734,6 +735,70 @@ export class AnnotationEditor {
       }),
       ...(selected ? [new Style({ stroke: new Stroke({ color: colour, width: 1.5, lineDash: [4, 4] }) })] : []),
     ];
+  }
+
+  // -- the overview layer and live collaboration (map/overviewLayer.ts, map/liveUpdates.ts) --
+
+  private overview = false;
+  private contextListener: ((image: ImageDetail | null, volume: { slice: number; plane: PlaneName } | null) => void) | null = null;
+
+  /** Be told of every `setContext` (the overview layer and the live feed follow the image shown). */
+  followContext(listener: (image: ImageDetail | null, volume: { slice: number; plane: PlaneName } | null) => void): void {
+    this.contextListener = listener;
+  }
+
+  /**
+   * Zoomed out or crowded, the overview layer shows the annotations: load nothing here and drop
+   * the saved shapes shown (unsaved ones stay until their save answers). Off again: reload.
+   */
+  setOverview(on: boolean): void {
+    if (on === this.overview) return;
+    this.overview = on;
+    if (!on) {
+      void this.reload();
+      return;
+    }
+    this.loading?.abort();
+    this.loading = null;
+    this.select.getFeatures().clear();
+    for (const f of this.source.getFeatures()) {
+      if (f.getId() !== undefined && !f.get('pending')) this.source.removeFeature(f);
+    }
+    this.events.changed?.(this.count);
+  }
+
+  /**
+   * A change stored by someone else (the live feed), in pixel coordinates: add the shape or
+   * update the one shown. A version we already have (the echo of our own save) and a shape
+   * being dragged are left alone. Returns whether anything changed.
+   */
+  applyRemote(raw: AnnotationFeature): boolean {
+    if (this.overview || !this.image || raw.id === undefined) return false;
+    const version = Number(raw.properties.version ?? 1);
+    const existing = this.source.getFeatureById(raw.id);
+    if (existing) {
+      if (Number(existing.get('version')) >= version || this.modifying.has(existing)) return false;
+      const geometry = this.toOl(raw)?.getGeometry();
+      if (!geometry) return false;
+      existing.setGeometry(geometry);
+      this.adopt(existing, raw);
+    } else {
+      const fresh = this.toOl(raw);
+      if (!fresh) return false;
+      this.source.addFeature(fresh);
+    }
+    this.events.changed?.(this.count);
+    return true;
+  }
+
+  /** An annotation someone else deleted: drop it if shown. Returns whether it was. */
+  removeRemote(id: number | string): boolean {
+    const feature = this.source.getFeatureById(id);
+    if (!feature || this.modifying.has(feature)) return false;
+    this.select.getFeatures().remove(feature);
+    this.source.removeFeature(feature);
+    this.events.changed?.(this.count);
+    return true;
   }
 }
 

@@ -38,15 +38,49 @@ function isProjectedMetres(wkt: string): boolean {
   return projected && /UNIT\s*\[\s*"(metre|meter|m)"\s*,\s*1(\.0*)?\s*[\],]/i.test(wkt);
 }
 
-/** Ground size of one pixel in metres (geometric mean of the axes), or null if unknown. */
-export function metersPerPixel(image: ImageDetail): number | null {
-  // Volumes: the in-plane spacing in millimetres (the plane's own, see planeImage).
-  if (image.planes && image.spacing) {
-    const size = Math.sqrt(image.spacing[0] * image.spacing[1]) / 1000;
-    return Number.isFinite(size) && size > 0 ? size : null;
-  }
-  if (!isGeoreferenced(image) || !isProjectedMetres(image.crs.wkt)) return null;
-  const [a, b, , d, e] = image.transform;
-  const size = Math.sqrt(Math.abs(a * e - b * d));
+/** WGS84 ellipsoid: semi-major axis (m) and first eccentricity squared. */
+const WGS84_A = 6_378_137;
+const WGS84_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563);
+
+/**
+ * Metres spanned by one degree of longitude and of latitude at a latitude (degrees), on the
+ * WGS84 ellipsoid (the radii of curvature along the parallel and along the meridian).
+ */
+export function metresPerDegree(latitude: number): { lon: number; lat: number } {
+  const phi = (Math.max(-90, Math.min(90, latitude)) * Math.PI) / 180;
+  const w = 1 - WGS84_E2 * Math.sin(phi) ** 2;
+  const perRadian = Math.PI / 180;
+  return {
+    lon: perRadian * ((WGS84_A * Math.cos(phi)) / Math.sqrt(w)),
+    lat: perRadian * ((WGS84_A * (1 - WGS84_E2)) / w ** 1.5),
+  };
+}
+
+function positiveOrNull(size: number): number | null {
   return Number.isFinite(size) && size > 0 ? size : null;
+}
+
+/**
+ * Ground distance in metres of one pixel step along a row (col + 1), which is what a horizontal
+ * scale bar measures on the screen, or null when the image has no ground unit:
+ * - volumes: the column spacing of the plane shown (mm; see planeImage, each plane has its own);
+ * - projected CRSs in metres: the transform's step along a row;
+ * - longitude/latitude CRSs: that step in degrees times the metres of a degree at the latitude
+ *   of `at` (default: the image's centre), since a degree of longitude shrinks towards the poles.
+ */
+export function metresAlongRow(image: ImageDetail, at?: PixelPoint | null): number | null {
+  if (image.planes && image.spacing) return positiveOrNull(image.spacing[0] / 1000);
+  if (!isGeoreferenced(image)) return null;
+  const [a, , , d] = image.transform;
+  if (isProjectedMetres(image.crs.wkt)) return positiveOrNull(Math.hypot(a, d));
+  if (!isGeographic(image.crs)) return null;
+  const point = at && Number.isFinite(at.col) && Number.isFinite(at.row) ? at : { col: image.width / 2, row: image.height / 2 };
+  const [, latitude] = pixelToCrs(image.transform, point);
+  const metres = metresPerDegree(latitude);
+  return positiveOrNull(Math.hypot(a * metres.lon, d * metres.lat));
+}
+
+/** Ground size of one pixel in metres at the image's centre, or null if unknown. */
+export function metersPerPixel(image: ImageDetail): number | null {
+  return metresAlongRow(image);
 }

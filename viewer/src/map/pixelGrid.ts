@@ -12,7 +12,7 @@ import Projection from 'ol/proj/Projection';
 import TileGrid from 'ol/tilegrid/TileGrid';
 
 import type { ImageDetail, PlaneName } from '../api';
-import { metersPerPixel } from './georef';
+import { metresAlongRow } from './georef';
 
 type ImageShape = Pick<ImageDetail, 'id' | 'width' | 'height' | 'levels' | 'tile_size'>;
 
@@ -36,17 +36,21 @@ export function toMapCoordinate(point: PixelPoint): Coordinate {
 
 /**
  * One projection per image (its code carries the id, so OL's projection cache never mixes two
- * images). For projected images the point resolution is the pixel size in metres, which is what
- * the scale line shows; otherwise there is no ground unit.
+ * images). Where a pixel has a ground size the point resolution is in metres, which is what the
+ * scale line shows (at the view's centre: a degree of longitude depends on the latitude);
+ * otherwise there is no ground unit.
  */
 export function pixelProjection(image: ImageDetail): Projection {
-  const pixelSize = metersPerPixel(image);
+  const hasGroundSize = metresAlongRow(image) !== null;
   return new Projection({
     code: `tessera-pixels:${image.id}:${image.width}x${image.height}`,
     units: 'pixels',
     extent: imageExtent(image),
-    ...(pixelSize !== null
-      ? { getPointResolution: (resolution: number) => resolution * pixelSize }
+    ...(hasGroundSize
+      ? {
+          getPointResolution: (resolution: number, point: Coordinate) =>
+            resolution * (metresAlongRow(image, toPixel(point)) ?? NaN),
+        }
       : {}),
   });
 }

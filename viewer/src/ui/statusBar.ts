@@ -153,8 +153,10 @@ export class StatusBar {
     if (isGeoreferenced(image)) {
       const geographic = isGeographic(image.crs);
       const [x, y] = pixelToCrs(image.transform, point);
+      // GDAL's x and y of a longitude/latitude CRS are longitude and latitude.
+      const [xName, yName] = geographic ? ['lon', 'lat'] : ['x', 'y'];
       this.crsField.textContent =
-        `${crsLabel(image.crs)}  x ${formatCrs(x, geographic)}, y ${formatCrs(y, geographic)}`;
+        `${crsLabel(image.crs)}  ${xName} ${formatCrs(x, geographic)}, ${yName} ${formatCrs(y, geographic)}`;
       this.crsField.dataset.x = String(x);
       this.crsField.dataset.y = String(y);
     }
