@@ -24,9 +24,17 @@ ROWS = COLS = 512
 
 # (label, slice, polygon in pixel coordinates)
 SHAPES: list[tuple[str, int, list[list[float]]]] = [
-    ("nodule", 10, [[100.5, 120.25], [300.0, 110.0], [280.75, 320.5], [120.0, 300.0], [100.5, 120.25]]),
+    (
+        "nodule",
+        10,
+        [[100.5, 120.25], [300.0, 110.0], [280.75, 320.5], [120.0, 300.0], [100.5, 120.25]],
+    ),
     ("nodule", 12, [[200.0, 200.0], [260.5, 210.0], [240.0, 270.25], [200.0, 200.0]]),
-    ("vessel", 12, [[250.0, 100.0], [330.0, 100.0], [330.0, 180.0], [250.0, 180.0], [250.0, 100.0]]),
+    (
+        "vessel",
+        12,
+        [[250.0, 100.0], [330.0, 100.0], [330.0, 180.0], [250.0, 180.0], [250.0, 100.0]],
+    ),
 ]
 VESSEL_MASK_SLICE = 14
 
@@ -95,6 +103,27 @@ def _imported_masks(server: Any, image_id: str) -> dict[tuple[str, int], np.ndar
     return out
 
 
+def _slice_masks(
+    server: Any, image_id: str, rows: int, cols: int
+) -> dict[tuple[str, int], np.ndarray]:
+    got = server.get(f"/api/v1/images/{image_id}/annotations?crs=pixel&limit=1000").json()
+    out: dict[tuple[str, int], np.ndarray] = {}
+    for f in got["features"]:
+        p = f["properties"]
+        m = Mask.from_json(p["mask"])
+        full = out.setdefault((p["label"], p["slice"]), np.zeros((rows, cols), dtype=bool))
+        full[m.row : m.row + m.height, m.col : m.col + m.width] |= m.to_array()
+    return out
+
+
+def _bytes(ds: pydicom.Dataset) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float(np.count_nonzero(a & b)) / float(np.count_nonzero(a) + np.count_nonzero(b))
 
@@ -114,9 +143,7 @@ def _seg_position(seg: Any, index: int, row: int, col: int) -> np.ndarray:
     return ipp + col * dc * iop[:3] + row * dr * iop[3:]
 
 
-def test_seg_export_import_roundtrip(
-    serve_dirs: Any, tmp_path: Path, shared_data: Path
-) -> None:
+def test_seg_export_import_roundtrip(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> None:
     folder = _copy(tmp_path, shared_data, SERIES)
     server = serve_dirs(folder)
     (image_id,) = list(server.catalog.images)
@@ -203,7 +230,11 @@ def test_seg_export_import_roundtrip(
         assert np.array_equal(imported[key], _expected(*key)), key
     one = server.get(f"/api/v1/images/{image_id}/annotations?crs=pixel&limit=1000").json()
     attrs = next(f["properties"]["attributes"] for f in one["features"] if f["properties"]["label"] == "nodule" and "segment_number" in f["properties"]["attributes"])  # fmt: skip
-    assert attrs["segmented_property_type"] == {"scheme": "SCT", "value": "27925004", "meaning": "Nodule"}
+    assert attrs["segmented_property_type"] == {
+        "scheme": "SCT",
+        "value": "27925004",
+        "meaning": "Nodule",
+    }
 
     # corrupt bytes: 400; a truncated SEG: 400
     r = _post(server, url, data=b"\x00" * 200 + b"not a DICOM file")
@@ -234,7 +265,10 @@ def test_fractional_seg_roundtrip(serve_dirs: Any, tmp_path: Path, shared_data: 
     assert seg.SegmentationType == "FRACTIONAL"
     assert seg.SegmentationFractionalType == "PROBABILITY"
     assert int(seg.NumberOfFrames) == 4
-    assert server.get(f"/api/v1/images/{image_id}/export?format=dicom-seg&seg_type=soft").status_code == 400
+    assert (
+        server.get(f"/api/v1/images/{image_id}/export?format=dicom-seg&seg_type=soft").status_code
+        == 400
+    )
     r = _post(server, f"/api/v1/images/{image_id}/import?format=dicom-seg", data=path.read_bytes())
     assert r.status_code == 201, r.text
     assert r.json()["source"]["fractional_threshold"] == 0.5
@@ -256,13 +290,15 @@ def test_fractional_seg_roundtrip(serve_dirs: Any, tmp_path: Path, shared_data: 
     [
         ("ct_liver_dcmqi_3slice", "dcmqi_liver.dcm"),
         ("ct_dcmqi_23x38x3", "dcmqi_23x38x3_label.seg"),
+        ("ct_pydicom_ct2_tiny", "highdicom_seg_image_ct_binary.dcm"),
+        ("ct_pydicom_ct2_tiny", "highdicom_seg_image_ct_binary_overlap.dcm"),
     ],
 )
 def test_import_real_seg(
     serve_dirs: Any, tmp_path: Path, shared_data: Path, series: str, seg_file: str
 ) -> None:
-    """SEGs written by dcmqi import onto their source series; each slice's mask is what
-    highdicom reads for the instance the frame references (we place frames by position)."""
+    """SEGs written by dcmqi and highdicom import onto their source series; each slice's mask is
+    what highdicom reads for the instance the frame references (we place frames by position)."""
     folder = _copy(tmp_path, shared_data, series)
     server = serve_dirs(folder)
     (image_id,) = list(server.catalog.images)
@@ -273,29 +309,28 @@ def test_import_real_seg(
     assert r.status_code == 201, r.text
     seg = hd.seg.segread(shared_data / "seg" / seg_file)
     referenced = [u for _, _, u in seg.get_source_image_uids() if u in uids]
+    numbers = list(seg.segment_numbers)
     expected = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=referenced, segment_numbers=[1], ignore_spatial_locations=True
-    )[..., 0].astype(bool)  # dcmqi does not say that spatial locations are preserved
-    rows, cols = int(info["height"]), int(info["width"])
-    got = server.get(f"/api/v1/images/{image_id}/annotations?crs=pixel&limit=1000").json()
-    masks = {}
-    for f in got["features"]:
-        p = f["properties"]
-        m = Mask.from_json(p["mask"])
-        full = np.zeros((rows, cols), dtype=bool)
-        full[m.row : m.row + m.height, m.col : m.col + m.width] = m.to_array()
-        masks[p["slice"]] = full
-        assert p["label"] == seg.SegmentSequence[0].SegmentLabel
-        assert p["attributes"]["segmented_property_type"]["value"] == (
-            seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue
-        )
-    for n, uid in enumerate(referenced):
-        k = uids.index(uid)
-        if expected[n].any():
-            assert np.array_equal(masks[k], expected[n]), uid
-        else:
-            assert k not in masks
-    assert len(masks) == sum(1 for e in expected if e.any()) > 0
+        source_sop_instance_uids=referenced,
+        segment_numbers=numbers,
+        ignore_spatial_locations=True,  # dcmqi does not say that spatial locations are kept
+    ).astype(bool)
+    got = _slice_masks(server, image_id, int(info["height"]), int(info["width"]))
+    want = {}
+    for c, number in enumerate(numbers):
+        desc = seg.get_segment_description(number)
+        for n, uid in enumerate(referenced):
+            if expected[n, :, :, c].any():
+                want[(desc.segment_label, uids.index(uid))] = expected[n, :, :, c]
+    assert want and sorted(got) == sorted(want)
+    for key, mask in want.items():
+        assert np.array_equal(got[key], mask), key
+    features = server.get(f"/api/v1/images/{image_id}/annotations?crs=pixel&limit=1000").json()
+    for f in features["features"]:
+        attrs = f["properties"]["attributes"]
+        desc = seg.get_segment_description(attrs["segment_number"])
+        assert f["properties"]["label"] == desc.segment_label
+        assert attrs["segmented_property_type"]["value"] == desc.segmented_property_type.value
 
 
 def test_import_true_fractional_seg(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> None:
@@ -307,7 +342,11 @@ def test_import_true_fractional_seg(serve_dirs: Any, tmp_path: Path, shared_data
     uids = info["sop_instance_uids"]
     path = shared_data / "seg" / "highdicom_seg_image_ct_true_fractional.dcm"
     seg = hd.seg.segread(path)
-    r = _post(server, f"/api/v1/images/{image_id}/import?format=dicom-seg&dry_run=1", data=path.read_bytes())
+    r = _post(
+        server,
+        f"/api/v1/images/{image_id}/import?format=dicom-seg&dry_run=1",
+        data=path.read_bytes(),
+    )
     assert r.status_code == 200, r.text
     assert r.json()["source"]["segmentation_type"] == "FRACTIONAL"
     assert "0.5" in r.json()["source"]["note"]
@@ -333,3 +372,61 @@ def test_import_true_fractional_seg(serve_dirs: Any, tmp_path: Path, shared_data
         assert np.array_equal(masks.get(uids.index(uid), np.zeros_like(inside)), inside), uid
     # truly fractional, and the threshold decided: some pixels are in (0, 0.5), some in [0.5, 1)
     assert np.any((values > 0) & (values < 0.5)) and np.any((values >= 0.5) & (values < 1))
+
+
+def test_import_onto_multiframe_target(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> None:
+    """dcmqi's SEG of the 3-file series also lands on the enhanced multi-frame copy of it (same
+    frame of reference, another series): frames are placed by position, not by reference."""
+    series, enhanced = "ct_dcmqi_23x38x3", "ct_dcmqi_23x38x3_legacy_enhanced"
+    server = serve_dirs(_copy(tmp_path, shared_data, series, enhanced))
+    ids = {Path(s.info.name).parts[0]: i for i, s in server.catalog.images.items()}
+    body = (shared_data / "seg" / "dcmqi_23x38x3_label.seg").read_bytes()
+    found = []
+    for name in (series, enhanced):
+        image_id = ids[name]
+        r = _post(server, f"/api/v1/images/{image_id}/import?format=dicom-seg", data=body)
+        assert r.status_code == 201, r.text
+        found.append(_slice_masks(server, image_id, 38, 23))
+    assert found[0] and sorted(found[0]) == sorted(found[1])
+    for key, mask in found[0].items():
+        assert np.array_equal(mask, found[1][key]), key
+
+
+def test_import_labelmap_seg(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> None:
+    """A LABELMAP SEG (highdicom) gives each segment the pixels holding its number."""
+    series = "ct_dcmqi_23x38x3"
+    folder = _copy(tmp_path, shared_data, series)
+    server = serve_dirs(folder)
+    (image_id,) = list(server.catalog.images)
+    uids = server.get(f"/api/v1/images/{image_id}").json()["sop_instance_uids"]
+    sources = {
+        str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, (folder / series).iterdir())
+    }
+    ordered = [sources[u] for u in uids]  # slice order
+    labels = np.zeros((3, 38, 23), dtype=np.uint8)
+    labels[0, 5:20, 3:12] = 1
+    labels[2, 10:30, 8:20] = 2
+    labels[2, 12:16, 9:11] = 1
+    category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n, segment_label=name, segmented_property_category=category,
+            segmented_property_type=hd.sr.CodedConcept(code, "SCT", name),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for n, name, code in ((1, "Liver", "10200004"), (2, "Kidney", "64033007"))
+    ]  # fmt: skip
+    seg = hd.seg.Segmentation(
+        source_images=ordered, pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=2,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test",
+        manufacturer_model_name="test", software_versions="0", device_serial_number="0",
+    )  # fmt: skip
+    r = _post(server, f"/api/v1/images/{image_id}/import?format=dicom-seg", data=_bytes(seg))
+    assert r.status_code == 201, r.text
+    assert r.json()["source"]["segmentation_type"] == "LABELMAP"
+    got = _slice_masks(server, image_id, 38, 23)
+    assert sorted(got) == [("Kidney", 2), ("Liver", 0), ("Liver", 2)]
+    for (name, k), mask in got.items():
+        assert np.array_equal(mask, labels[k] == {"Liver": 1, "Kidney": 2}[name]), (name, k)
