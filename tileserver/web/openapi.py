@@ -172,13 +172,14 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/images/{id}/export": {
                 "get": {
                     "summary": "export annotations as a file: GeoJSON (RFC 7946 WGS84, or "
-                    "crs=image|EPSG:n|pixel), COCO, DICOM-SEG or a ZIP of PNG masks",
+                    "crs=image|EPSG:n|pixel), COCO, DICOM-SEG, a ZIP of PNG masks or NIfTI "
+                    "(volumes: a ZIP of image.nii.gz, labels.nii.gz and labels.json, or one)",
                     "parameters": [
                         image_id,
                         _param(
                             "format",
                             "query",
-                            {"enum": ["geojson", "coco", "dicom-seg", "masks"]},
+                            {"enum": ["geojson", "coco", "dicom-seg", "masks", "nifti"]},
                             "format",
                             True,
                         ),
@@ -186,17 +187,34 @@ def openapi_document() -> dict[str, Any]:
                         _param("labels", "query", {"type": "string"}, "labels (and sub-labels)"),
                         _param("status", "query", {"type": "string"}, "statuses, comma-separated"),
                         _param("segmentation", "query", {"enum": ["polygon", "rle"]}, "COCO"),
+                        _param(
+                            "seg_type", "query", {"enum": ["binary", "fractional"]}, "DICOM-SEG"
+                        ),
+                        _param(
+                            "volume",
+                            "query",
+                            {"enum": ["both", "image", "labels"]},
+                            "NIfTI: a ZIP of both (default), or one .nii.gz",
+                        ),
                     ],
                     "responses": {"200": {"description": "the file (attachment)"}},
                 }
             },
             "/api/v1/images/{id}/import": {
                 "post": {
-                    "summary": "import GeoJSON (any CRS) or COCO; all or nothing, with a dry run "
-                    "that lists every rejected feature and why",
+                    "summary": "import GeoJSON (any CRS), COCO or DICOM-SEG (volumes: one mask "
+                    "per segment per slice, placed by position; the frame of reference must "
+                    "match, else 422); all or nothing, with a dry run that lists every rejected "
+                    "feature and why (and, for a SEG, what each segment holds)",
                     "parameters": [
                         image_id,
-                        _param("format", "query", {"enum": ["geojson", "coco"]}, "format", True),
+                        _param(
+                            "format",
+                            "query",
+                            {"enum": ["geojson", "coco", "dicom-seg"]},
+                            "format",
+                            True,
+                        ),
                         _param("dry_run", "query", {"type": "boolean"}, "report only"),
                         _param("crs", "query", {"type": "string"}, "CRS of the file"),
                         _param(
