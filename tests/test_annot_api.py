@@ -545,3 +545,51 @@ def test_chunked_body_over_the_limit_is_a_json_413(api) -> None:
     small = {"type": "FeatureCollection", "features": [feature()]}
     r = c["ann"]("POST", path, data=iter([json.dumps(small).encode()]))
     assert r.status_code == 201, r.text
+
+
+def test_images_in_projects(api) -> None:
+    """An image moved to a project is seen (list, metadata, tiles, annotations) only by that
+    project's members; its annotations and their labels move with it; a locked target that
+    lacks a label refuses the move and changes nothing."""
+    srv, c = api
+    image = srv.image_id("cog.tif")
+    made = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs=pixel", feature(label="tree/oak"))
+    assert made.status_code == 201, made.text
+    aid = made.json()["id"]
+    for name in ("forest", "locked"):
+        assert c["admin"]("POST", "/api/v1/projects", {"name": name}).status_code == 201
+    assert c["admin"]("PATCH", "/api/v1/projects/locked", {"locked": True}).status_code == 200
+
+    def move(who: str, project: str) -> Any:
+        return c[who]("PUT", f"/api/v1/images/{image}/project", {"project": project})
+
+    assert move("ann", "forest").status_code == 403
+    refused = move("admin", "locked")
+    assert refused.status_code == 409 and "tree/oak" in refused.json()["message"], refused.text
+    assert move("admin", "nowhere").status_code == 404
+    assert move("admin", "").status_code == 400
+    moved = move("admin", "forest")
+    assert moved.status_code == 200 and moved.json()["moved_annotations"] == 1, moved.text
+    assert "tree/oak" in c["admin"]("GET", "/api/v1/projects/forest/labels").text
+
+    def sees(who: str) -> dict[str, int]:
+        listed = image in {i["id"] for i in c[who]("GET", "/api/v1/images").json()["images"]}
+        return {
+            "listed": int(listed),
+            "meta": c[who]("GET", f"/api/v1/images/{image}").status_code,
+            "tile": c[who]("GET", f"/api/v1/images/{image}/tiles/0/0/0.png").status_code,
+            "annotations": c[who]("GET", f"/api/v1/images/{image}/annotations").status_code,
+            "annotation": c[who]("GET", f"/api/v1/annotations/{aid}").status_code,
+        }
+
+    allowed = {"listed": 1, "meta": 200, "tile": 200, "annotations": 200, "annotation": 200}
+    denied = {"listed": 0, "meta": 403, "tile": 403, "annotations": 403, "annotation": 403}
+    assert sees("admin") == allowed
+    assert sees("ann2") == denied
+    forest = [i for i in c["admin"]("GET", "/api/v1/images").json()["images"] if i["id"] == image]
+    assert forest[0]["project"] == "forest"
+    assert c["admin"]("PUT", "/api/v1/projects/forest/members/ann2", {"role": "annotator"}).status_code == 200
+    assert sees("ann2") == allowed
+    # back to default: everyone sees it again
+    assert move("admin", "default").status_code == 200
+    assert sees("ann") == allowed

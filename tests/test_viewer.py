@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,8 +157,8 @@ def viewer_built() -> None:
 
 
 @contextlib.contextmanager
-def serve(data: Path, root: Path) -> Iterator[Server]:
-    """`tessera serve --data DATA` on a free port, its state under ROOT, stopped on exit."""
+def serve(data: Path, root: Path, extra_args: Sequence[str] = ()) -> Iterator[Server]:
+    """`tessera serve --data DATA [EXTRA_ARGS]` on a free port, state under ROOT, stopped on exit."""
     log = root / "server.log"
     env = {
         **os.environ,
@@ -168,7 +168,7 @@ def serve(data: Path, root: Path) -> Iterator[Server]:
     }
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [*tessera_command(), "serve", "--data", str(data), "--port", "0"],
+            [*tessera_command(), "serve", "--data", str(data), "--port", "0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=err,
             stdin=subprocess.DEVNULL,

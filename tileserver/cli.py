@@ -12,6 +12,7 @@ from annot.users import Role
 from tileserver.errors import TileServerError
 from tileserver.formats import EXPORTS, IMPORTS
 from tileserver.server import ServeConfig, default_db_url, serve, state_dir
+from tileserver.web.config import check_basemap_url
 
 DEFAULT_DEMO_DIR = Path("tessera-demo")
 
@@ -34,6 +35,20 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         metavar="MB",
         help="rendered-tile cache per worker in MB; 0 turns it off",
     )
+    p.add_argument(
+        "--basemap",
+        type=_basemap_url,
+        metavar="URL",
+        help="XYZ tile URL template (https://host/{z}/{x}/{y}.png) shown under georeferenced "
+        "images in the viewer's WebMercator mode; none by default",
+    )
+
+
+def _basemap_url(text: str) -> str:
+    try:
+        return check_basemap_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     port=args.port,
                     workers=args.workers,
                     tile_cache_mb=args.tile_cache,
+                    basemap=args.basemap,
                 )
             )
         elif args.command == "demo":
@@ -164,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     port=args.port,
                     workers=args.workers,
                     tile_cache_mb=args.tile_cache,
+                    basemap=args.basemap,
                     open_browser=not args.no_browser,
                     demo_token=True,
                 )

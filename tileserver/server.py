@@ -45,6 +45,7 @@ class ServeConfig:
     port: int = 8000
     workers: int = 1
     tile_cache_mb: int = 256
+    basemap: str | None = None  # XYZ URL template for the viewer's WebMercator mode
     open_browser: bool = False
     demo_token: bool = False  # mint a fresh admin token for the demo user and print it
 
@@ -113,7 +114,9 @@ def prepare_admin(db_url: str, demo_token: bool) -> str | None:
         store.close()
 
 
-def build_context(catalog: Catalog, db_url: str, tile_cache_mb: int) -> ServerContext:
+def build_context(
+    catalog: Catalog, db_url: str, tile_cache_mb: int, basemap_url: str | None = None
+) -> ServerContext:
     store = open_store(db_url)
     store.geometry_texts = store_geometry_texts(catalog)
     return ServerContext(
@@ -122,6 +125,7 @@ def build_context(catalog: Catalog, db_url: str, tile_cache_mb: int) -> ServerCo
         tile_cache=TileCache(tile_cache_mb * 1024 * 1024),
         executor=ThreadPoolExecutor(THREADS_PER_WORKER, thread_name_prefix="tiles"),
         viewer_dir=VIEWER_DIR,
+        basemap_url=basemap_url,
     )
 
 
@@ -158,7 +162,7 @@ def serve(cfg: ServeConfig) -> None:
     threadpool_limits(1)
     sockets = tornado.netutil.bind_sockets(cfg.port, cfg.host, reuse_port=cfg.workers > 1)
     port = sockets[0].getsockname()[1]
-    ctx = build_context(catalog, db_url, cfg.tile_cache_mb)
+    ctx = build_context(catalog, db_url, cfg.tile_cache_mb, cfg.basemap)
     app = make_app(ctx, secret)
     server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_BYTES, xheaders=False)
     server.add_sockets(sockets)

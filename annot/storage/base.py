@@ -120,6 +120,19 @@ class Store(Protocol):
 
     def membership(self, project: str, user_id: int) -> Role | None: ...
 
+    # images in projects (an image not assigned is in ``default``)
+    def image_projects(self) -> dict[str, str]:
+        """``{image id: project}`` of every image assigned to a project other than default."""
+        ...
+
+    def image_project(self, image_id: str) -> str: ...
+
+    def move_image(self, image_id: str, project: str) -> int:
+        """Put the image and its annotations in ``project``; returns how many annotations
+        moved. Labels the target lacks are copied over from the source project, unless the
+        target's taxonomy is locked: then Conflict names them and nothing changes."""
+        ...
+
     # annotations
     def add(
         self, image_id: str, project: str, contents: Sequence[Content], user: str

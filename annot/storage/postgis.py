@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS members (
     role TEXT NOT NULL CHECK (role IN ('annotator', 'reviewer', 'admin')),
     PRIMARY KEY (project, user_id)
 );
+CREATE TABLE IF NOT EXISTS image_projects (
+    image_id TEXT PRIMARY KEY,
+    project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS annotations (
     id BIGSERIAL PRIMARY KEY,
     image_id TEXT NOT NULL,
@@ -394,6 +398,56 @@ class PostgisStore:
             .fetchone()
         )
         return None if row is None else Role(row[0])
+
+    # --- images in projects ----------------------------------------------------------------
+
+    def image_projects(self) -> dict[str, str]:
+        rows = self._conn().execute("SELECT image_id, project FROM image_projects").fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def image_project(self, image_id: str) -> str:
+        row = (
+            self._conn()
+            .execute("SELECT project FROM image_projects WHERE image_id = %s", (image_id,))
+            .fetchone()
+        )
+        return DEFAULT_PROJECT if row is None else str(row[0])
+
+    def move_image(self, image_id: str, project: str) -> int:
+        with self._write() as conn:
+            target = self._project(conn, project)
+            row = conn.execute(
+                "SELECT project FROM image_projects WHERE image_id = %s", (image_id,)
+            ).fetchone()
+            source = DEFAULT_PROJECT if row is None else str(row[0])
+            used = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT DISTINCT label FROM annotations WHERE image_id = %s", (image_id,)
+                )
+            }
+            missing = sorted(used - set(target.labels))
+            if missing and target.locked:
+                raise Conflict(
+                    f"project {project!r} has a locked taxonomy without the labels "
+                    f"{', '.join(missing)} used on this image: add them first"
+                )
+            for name in missing:
+                conn.execute(
+                    "INSERT INTO labels (project, name, color, code, kinds, description) "
+                    "SELECT %s, name, color, code, kinds, description FROM labels "
+                    "WHERE project = %s AND name = %s ON CONFLICT DO NOTHING",
+                    (project, source, name),
+                )
+            conn.execute(
+                "INSERT INTO image_projects (image_id, project) VALUES (%s, %s) "
+                "ON CONFLICT (image_id) DO UPDATE SET project = excluded.project",
+                (image_id, project),
+            )
+            moved = conn.execute(
+                "UPDATE annotations SET project = %s WHERE image_id = %s", (project, image_id)
+            ).rowcount
+        return int(moved)
 
     # --- annotations ---------------------------------------------------------------------
 

@@ -84,6 +84,10 @@ CREATE TABLE IF NOT EXISTS images (
     image_id TEXT NOT NULL UNIQUE,
     dims INTEGER NOT NULL CHECK (dims IN (2, 3))
 );
+CREATE TABLE IF NOT EXISTS image_projects (
+    image_id TEXT PRIMARY KEY,
+    project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS annotations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     image_id TEXT NOT NULL,
@@ -373,6 +377,56 @@ class SqliteStore:
             .fetchone()
         )
         return None if row is None else Role(row[0])
+
+    # --- images in projects ----------------------------------------------------------------
+
+    def image_projects(self) -> dict[str, str]:
+        rows = self._conn().execute("SELECT image_id, project FROM image_projects").fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def image_project(self, image_id: str) -> str:
+        row = (
+            self._conn()
+            .execute("SELECT project FROM image_projects WHERE image_id = ?", (image_id,))
+            .fetchone()
+        )
+        return DEFAULT_PROJECT if row is None else str(row[0])
+
+    def move_image(self, image_id: str, project: str) -> int:
+        with self._write() as conn:
+            target = self._project(conn, project)
+            row = conn.execute(
+                "SELECT project FROM image_projects WHERE image_id = ?", (image_id,)
+            ).fetchone()
+            source = DEFAULT_PROJECT if row is None else str(row[0])
+            used = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT DISTINCT label FROM annotations WHERE image_id = ?", (image_id,)
+                )
+            }
+            missing = sorted(used - set(target.labels))
+            if missing and target.locked:
+                raise Conflict(
+                    f"project {project!r} has a locked taxonomy without the labels "
+                    f"{', '.join(missing)} used on this image: add them first"
+                )
+            for name in missing:
+                conn.execute(
+                    "INSERT OR IGNORE INTO labels (project, name, color, code, kinds, description) "
+                    "SELECT ?, name, color, code, kinds, description FROM labels "
+                    "WHERE project = ? AND name = ?",
+                    (project, source, name),
+                )
+            conn.execute(
+                "INSERT INTO image_projects (image_id, project) VALUES (?, ?) "
+                "ON CONFLICT (image_id) DO UPDATE SET project = excluded.project",
+                (image_id, project),
+            )
+            moved = conn.execute(
+                "UPDATE annotations SET project = ? WHERE image_id = ?", (project, image_id)
+            ).rowcount
+        return int(moved)
 
     # --- annotations ---------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ from annot.frames import (
 from annot.geometry import map_coords
 from annot.model import Annotation, Content, Plane, Status
 from annot.storage import Region
-from annot.taxonomy import DEFAULT_PROJECT, Label, Project, at_least, effective_role
+from annot.taxonomy import Label, Project, at_least, effective_role
 from annot.users import Role
 from tileserver.web.errors import status_for
 from tileserver.web.handlers import MAX_BODY_BYTES, BaseHandler
@@ -220,7 +220,7 @@ class AnnotBaseHandler(BaseHandler):
 
     def project_of_image(self, image_id: str) -> str:
         self.ctx.catalog.get(image_id)
-        return DEFAULT_PROJECT  # every image is in the default project for now
+        return self.ctx.store.image_project(image_id)
 
     def role_in(self, project: str) -> Role | None:
         user = self.current_user
@@ -604,6 +604,24 @@ class ProjectHandler(AnnotBaseHandler):
         self.write_json(project.to_json())
 
 
+class ImageProjectHandler(AnnotBaseHandler):
+    """``PUT /api/v1/images/{id}/project`` ``{"project": NAME}``: move an image (and its
+    annotations) to another project; an admin of both projects may."""
+
+    async def put(self, image_id: str) -> None:
+        source = self.project_of_image(image_id)
+        data = self.body_json(1 << 16)
+        target = data.get("project") if isinstance(data, dict) else None
+        if not isinstance(target, str) or not target:
+            raise BadRequest('the body is {"project": NAME}')
+        await self.call(self.ctx.store.get_project, target)  # 404 for an unknown project
+        self.require(source, Role.admin)
+        self.require(target, Role.admin)
+        moved = await self.call(self.ctx.store.move_image, image_id, target)
+        self.ctx.forget_access(image_id)
+        self.write_json({"image": image_id, "project": target, "moved_annotations": moved})
+
+
 class LabelsHandler(AnnotBaseHandler):
     async def get(self, name: str) -> None:
         project = await self.call(self.ctx.store.get_project, name)
@@ -655,12 +673,14 @@ class MemberHandler(AnnotBaseHandler):
         except (KeyError, TypeError, ValueError):
             raise BadRequest("the body is {'role': 'annotator' | 'reviewer' | 'admin'}") from None
         await self.call(self.ctx.store.set_member, name, user, role)
+        self.ctx.forget_access()
         self.write_json({"user": user, "role": role.value})
 
     async def delete(self, name: str, user: str) -> None:
         await self.call(self.ctx.store.get_project, name)
         self.require(name, Role.admin)
         await self.call(self.ctx.store.set_member, name, user, None)
+        self.ctx.forget_access()
         self.set_status(204)
         self.finish()
 
@@ -832,6 +852,15 @@ def openapi_paths() -> dict[str, Any]:
             "get": op("Projects you belong to", "200"),
             "post": op(
                 "Create a project (admins)", "201", body="{name, instructions, labels, locked}"
+            ),
+        },
+        "/api/v1/images/{id}/project": {
+            "put": op(
+                "Move the image and its annotations to another project (admins of both); "
+                "409 when the target's locked taxonomy lacks a label in use",
+                "200",
+                "id",
+                body='{"project": NAME}',
             ),
         },
         "/api/v1/projects/{project}": {

@@ -13,10 +13,13 @@ from typing import Any
 import tornado.web
 from tornado.ioloop import IOLoop
 
+from annot.errors import PermissionDenied
 from annot.storage import Store
+from annot.taxonomy import DEFAULT_PROJECT, effective_role
 from annot.users import User
 from tileserver.catalog import Catalog
 from tileserver.errors import BadParameter
+from tileserver.readers.base import ImageSource
 from tileserver.render import TileFormat
 from tileserver.tiles import NATIVE, WEB_MERCATOR_QUAD, TileCache, TileRequest, render_tile
 from tileserver.web.errors import status_for
@@ -33,6 +36,7 @@ SIGNIN_FAILED_PAGE = (
     "(<code>tessera user add NAME</code>).</p>"
 )
 TOKEN_CACHE_SECONDS = 30.0
+ACCESS_CACHE_SECONDS = 5.0  # how long a process trusts its "may see this image" answers
 TILE_CACHE_CONTROL = "private, max-age=3600"
 
 
@@ -45,7 +49,35 @@ class ServerContext:
     tile_cache: TileCache
     executor: Executor
     viewer_dir: Path
+    basemap_url: str | None = None  # `tessera serve --basemap`: shown by /api/v1/config
     _tokens: dict[str, tuple[User | None, float]] = field(default_factory=dict)
+    _access: dict[tuple[int, str], tuple[str | None, float]] = field(default_factory=dict)
+
+    def forget_access(self, image_id: str | None = None) -> None:
+        """Drop this process's cached access decisions for an image that changed project, or
+        all of them after a membership change (other processes follow within
+        ACCESS_CACHE_SECONDS)."""
+        if image_id is None:
+            self._access.clear()
+        for key in [k for k in self._access if k[1] == image_id]:
+            del self._access[key]
+
+    def image_denial(self, user: User, image_id: str) -> str | None:
+        """Why ``user`` may not see the image (None: they may): they must have a role in its
+        project. Cached briefly like tokens, for the same reason (tiles)."""
+        now = time.monotonic()
+        hit = self._access.get((user.id, image_id))
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        project = self.store.image_project(image_id)
+        membership = None if user.is_admin else self.store.membership(project, user.id)
+        denial = None
+        if effective_role(user, project, membership) is None:
+            denial = f"image {image_id!r} is in project {project!r}, which you are not a member of"
+        if len(self._access) > 100_000:
+            self._access.clear()
+        self._access[(user.id, image_id)] = (denial, now + ACCESS_CACHE_SECONDS)
+        return denial
 
     def user_for_token(self, token: str) -> User | None:
         """Token lookups are cached briefly: every tile request is authenticated."""
@@ -97,6 +129,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.require_auth and self.current_user is None:
             raise tornado.web.HTTPError(401, reason="Unauthorized")
+
+    def image_source(self, image_id: str) -> ImageSource:
+        """The image, if the user may see it (404 unknown, 403 not in its project)."""
+        source = self.ctx.catalog.get(image_id)
+        denial = self.ctx.image_denial(self.current_user, image_id)
+        if denial is not None:
+            raise PermissionDenied(denial)
+        return source
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -167,6 +207,8 @@ class OpenAPIHandler(BaseHandler):
 
 class ImagesHandler(BaseHandler):
     def get(self) -> None:
+        user = self.current_user
+        projects = self.ctx.store.image_projects()
         images = [
             {
                 "id": s.info.id,
@@ -174,9 +216,11 @@ class ImagesHandler(BaseHandler):
                 "kind": s.info.kind,
                 "width": s.info.width,
                 "height": s.info.height,
-                "project": "default",
+                "project": projects.get(s.info.id, DEFAULT_PROJECT),
+                "modality": s.info.extra.get("modality"),
             }
             for s in self.ctx.catalog.images.values()
+            if self.ctx.image_denial(user, s.info.id) is None
         ]
         self.write_json(
             {
@@ -190,14 +234,14 @@ class ImagesHandler(BaseHandler):
 
 class ImageHandler(BaseHandler):
     def get(self, image_id: str) -> None:
-        self.write_json(self.ctx.catalog.get(image_id).info.to_json())
+        self.write_json(self.image_source(image_id).info.to_json())
 
 
 class TileJSONHandler(BaseHandler):
     """TileJSON 3.0 for the native pyramid, or for WebMercatorQuad (?tms=WebMercatorQuad)."""
 
     def get(self, image_id: str) -> None:
-        info = self.ctx.catalog.get(image_id).info
+        info = self.image_source(image_id).info
         tms = self.get_query_argument("tms", NATIVE)
         fmt = self.get_query_argument("format", "png")
         if fmt not in TileFormat.__members__:
@@ -235,7 +279,7 @@ class TileHandler(BaseHandler):
     grid = NATIVE
 
     async def get(self, image_id: str, z: str, x: str, y: str, ext: str) -> None:
-        source = self.ctx.catalog.get(image_id)
+        source = self.image_source(image_id)
         fmt = TileFormat("jpg" if ext == "jpeg" else ext)
         options = parse_tile_options(self.request.query_arguments, source.supported_options)
         zi, xi, yi = parse_tile_coords(z, x, y)

@@ -38,7 +38,7 @@ from annot.frames import PIXEL, ImageFrame
 from annot.model import Action, Annotation
 from annot.storage import Store
 from annot.storage.base import ImageChange
-from annot.taxonomy import DEFAULT_PROJECT, at_least, effective_role
+from annot.taxonomy import at_least, effective_role
 from annot.users import Role, User
 from tileserver.errors import ImageNotFound
 from tileserver.web.annotations import _frame
@@ -210,7 +210,7 @@ class LiveHandler(tornado.websocket.WebSocketHandler):
             return
         try:
             self.ctx.catalog.get(image_id)
-            self._check_role(user)
+            self._check_role(user, image_id)
         except (ImageNotFound, AnnotError) as exc:
             status, code = status_for(exc) or (400, "bad_request")
             self._refuse(status, code, str(exc))
@@ -218,8 +218,8 @@ class LiveHandler(tornado.websocket.WebSocketHandler):
         self.image_id = image_id
         await super().get(*args, **kwargs)
 
-    def _check_role(self, user: User) -> None:
-        project = DEFAULT_PROJECT  # every image is in the default project for now
+    def _check_role(self, user: User, image_id: str) -> None:
+        project = self.ctx.store.image_project(image_id)
         membership = None if user.is_admin else self.ctx.store.membership(project, user.id)
         role = effective_role(user, project, membership)
         if role is None or not at_least(role, Role.annotator):

@@ -82,6 +82,7 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     # Imported here: the annotation handlers import the handler module, which imports this one.
     from tileserver.web.annotations import openapi_paths
+    from tileserver.web.config import openapi_paths as config_paths
     from tileserver.web.live import openapi_paths as live_paths
     from tileserver.web.review import openapi_paths as review_paths
     from tileserver.web.vector_tiles import openapi_paths as vector_tile_paths
@@ -225,6 +226,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **openapi_paths(),
+            **config_paths(),
             **vector_tile_paths(),
             **live_paths(),
             **review_paths(),

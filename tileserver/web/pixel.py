@@ -23,7 +23,7 @@ PIXEL_PARAMS = {"col", "row", "slice", "plane"}
 
 class PixelHandler(BaseHandler):
     async def get(self, image_id: str) -> None:
-        source = self.ctx.catalog.get(image_id)
+        source = self.image_source(image_id)
         value_at = getattr(source, "value_at", None)
         if value_at is None:
             raise BadParameter("pixel values are not available for this image")

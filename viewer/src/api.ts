@@ -11,6 +11,8 @@ export interface ImageSummary {
   width: number;
   height: number;
   project: string;
+  /** DICOM: CT, MR, ... (null for other formats). */
+  modality?: string | null;
 }
 
 export interface SkippedFile {
@@ -57,6 +59,8 @@ export interface ImageDetail {
   crs?: CrsInfo | null;
   transform?: GeoTransform | null;
   bounds_wgs84?: BoundsWgs84 | null;
+  /** The WebMercatorQuad zoom matching the image's resolution (georeferenced images). */
+  webmercator_maxzoom?: number;
   warnings?: string[];
   /** Volumes (DICOM series): slice count, planes, window presets, patient geometry. */
   slices?: number;
@@ -160,6 +164,31 @@ export function listImages(signal?: AbortSignal): Promise<ImageList> {
 
 export function getImage(id: string, signal?: AbortSignal): Promise<ImageDetail> {
   return getJson<ImageDetail>(`/images/${encodeURIComponent(id)}`, signal);
+}
+
+/** `GET /api/v1/projects`: the projects the caller can see, in the server's order. */
+export async function listProjects(signal?: AbortSignal): Promise<{ name: string }[]> {
+  return (await getJson<{ projects: { name: string }[] }>('/projects', signal)).projects;
+}
+
+/** `GET /api/v1/config`: the server's set-up for the viewer (`tessera serve --basemap`). */
+export interface ServerConfig {
+  basemap: { url: string } | null;
+}
+
+export function getConfig(signal?: AbortSignal): Promise<ServerConfig> {
+  return getJson<ServerConfig>('/config', signal);
+}
+
+/** The annotations in a bbox given in another CRS than pixels (EPSG:3857 for the WebMercator mode). */
+export function queryAnnotationsInCrs(
+  imageId: string,
+  crs: string,
+  bbox: [number, number, number, number],
+  signal?: AbortSignal,
+): Promise<AnnotationCollection> {
+  const params = new URLSearchParams({ crs, bbox: bbox.map((v) => v.toFixed(3)).join(','), limit: '1000' });
+  return getJson<AnnotationCollection>(`/images/${encodeURIComponent(imageId)}/annotations?${params.toString()}`, signal);
 }
 
 /** Rendering options sent as tile query parameters. */

@@ -7,6 +7,7 @@ import './style.css';
 
 import type { AnnotationFeature, ImageDetail, ImageSummary, Label, TileOptions } from './api';
 import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listImages, listLabels } from './api';
+import { getConfig, isGeoreferenced, listProjects } from './api';
 import { AnnotationEditor } from './map/annotations';
 import { LiveUpdates } from './map/liveUpdates';
 import { OverviewLayer } from './map/overviewLayer';
@@ -16,12 +17,14 @@ import { InstructionsPanel } from './ui/instructions';
 import { ReviewPanel } from './ui/reviewPanel';
 import { TagsBox } from './ui/tagsBox';
 import { ImageViewer } from './map/ImageViewer';
+import type { MapMode } from './map/ImageViewer';
+import { ProjectedAnnotations } from './map/projectedAnnotations';
 import { planeImage } from './map/pixelGrid';
 import { byId, el } from './ui/dom';
 import { renderImageInfo } from './ui/imageInfo';
 import { ImageList } from './ui/imageList';
 import { Notice } from './ui/notice';
-import { RenderControls } from './ui/renderControls';
+import { canShowMercator, RenderControls } from './ui/renderControls';
 import { StatusBar } from './ui/statusBar';
 import type { VolumeState } from './ui/volumeControls';
 import { initialVolumeState, VolumeControls, volumeTileOptions } from './ui/volumeControls';
@@ -49,8 +52,10 @@ class App {
   );
   private readonly tileStatus = byId('status-tiles');
   private readonly list = new ImageList(byId('image-list'), (id) => this.navigate(id), byId('image-count'));
-  private readonly controls = new RenderControls(byId('render-controls'), (options) =>
-    this.setTileOptions(options),
+  private readonly controls = new RenderControls(
+    byId('render-controls'),
+    (options) => this.setTileOptions(options),
+    (mode) => this.setMapMode(mode),
   );
   private readonly volumeControls = new VolumeControls(byId('volume-controls'), (state, planeChanged) =>
     this.setVolumeState(state, planeChanged),
@@ -119,6 +124,14 @@ class App {
   private annotations: AnnotationFeature[] = [];
   private refreshTimer: number | null = null;
   private toastTimer: number | null = null;
+  /** Pixels or WebMercator for georeferenced images (kept while the page lives). */
+  private mapMode: MapMode = 'pixels';
+  /** `tessera serve --basemap`: the XYZ URL under the WebMercator mode, or null. */
+  private basemapUrl: string | null = null;
+  private readonly projected = new ProjectedAnnotations(this.viewer.map, {
+    colour: (label) => this.editor.colour(label),
+    error: (title, message) => this.toast(title, message),
+  });
   private images: ImageSummary[] = [];
   /** The volume shown (full metadata), or null for a 2D image. */
   private volumeImage: ImageDetail | null = null;
@@ -145,6 +158,7 @@ class App {
       const { images, skipped } = await listImages();
       this.images = images;
       this.list.render(images);
+      void this.loadListContext();
       if (skipped.length > 0) this.showSkipped(skipped.length);
     } catch (error) {
       const signedOut = error instanceof ApiError && error.unauthorized;
@@ -206,21 +220,53 @@ class App {
       this.updateVolumeStatus(state);
       this.controls.setImage(null);
       this.volumeControls.setImage(image, state);
+      this.projected.setImage(null);
       this.editor.setContext(planeImage(image, state.plane), { slice: state.slice, plane: state.plane });
     } else {
-      const options = this.tileOptions.get(id) ?? {};
       this.volumeImage = null;
-      this.viewer.show(image, options);
       this.status.setImage(image);
-      this.controls.setImage(image, options);
       this.volumeControls.setImage(null);
-      this.editor.setContext(image, null);
+      this.show2D(image);
     }
-    this.annotate.setVisible(true);
+    this.annotate.setVisible(this.viewer.mode === 'pixels');
     void this.loadLabels(image);
     this.refreshAnnotations(0);
     renderImageInfo(this.info, image);
     document.title = `${image.name} · Tessera`;
+  }
+
+  /** A 2D image in the map mode chosen (WebMercator only for georeferenced images). */
+  private show2D(image: ImageDetail): void {
+    const options = this.tileOptions.get(image.id) ?? {};
+    if (this.mapMode === 'webmercator' && isGeoreferenced(image) && canShowMercator(image)) {
+      this.viewer.showMercator(image, options, this.basemapUrl);
+      // Editing works on the stored pixel coordinates: here the annotations are read-only,
+      // asked for in EPSG:3857.
+      this.editor.setContext(null, null);
+      this.projected.setImage(image.id, this.viewer.mercatorExtent);
+    } else {
+      this.viewer.show(image, options);
+      this.editor.setContext(image, null);
+      this.projected.setImage(null);
+    }
+    this.mapElement.dataset.mode = this.viewer.mode;
+    this.controls.setImage(image, options, { mode: this.viewer.mode, basemap: this.basemapUrl !== null });
+  }
+
+  private setMapMode(mode: MapMode): void {
+    this.mapMode = mode;
+    const image = this.viewer.image;
+    if (!image || this.volumeImage) return;
+    this.mapElement.dataset.state = 'loading';
+    this.show2D(image);
+    this.annotate.setVisible(this.viewer.mode === 'pixels');
+  }
+
+  /** The project order for the list's groups, and the basemap; the list does not wait for them. */
+  private async loadListContext(): Promise<void> {
+    const [projects, config] = await Promise.allSettled([listProjects(), getConfig()]);
+    if (projects.status === 'fulfilled') this.list.setProjects(projects.value.map((p) => p.name));
+    if (config.status === 'fulfilled') this.basemapUrl = config.value.basemap?.url ?? null;
   }
 
   private setTileOptions(options: TileOptions): void {
@@ -470,6 +516,7 @@ class App {
     this.volumeControls.setImage(null);
     this.volumeImage = null;
     this.editor.setContext(null, null);
+    this.projected.setImage(null);
     this.annotate.setVisible(false);
     this.annotationList.hide();
     this.tags.hide();

@@ -1,9 +1,28 @@
 /**
  * Rendering options for the image shown: a min/max stretch for images that are not 8-bit and a
- * band → RGB selector for images with three or more bands. Each change yields TileOptions.
+ * band → RGB selector for images with three or more bands (each change yields TileOptions), and
+ * for georeferenced images the map mode: their own pixels, or WebMercator over the basemap.
  */
 import type { ImageDetail, TileOptions } from '../api';
+import { isGeoreferenced } from '../api';
+import type { MapMode } from '../map/ImageViewer';
 import { el } from './dom';
+
+const MAP_MODES: { mode: MapMode; label: string }[] = [
+  { mode: 'pixels', label: 'Pixels' },
+  { mode: 'webmercator', label: 'WebMercator' },
+];
+
+/** Whether an image can be shown in the WebMercator mode (the server has its WGS84 bounds). */
+export function canShowMercator(image: ImageDetail): boolean {
+  return isGeoreferenced(image) && Array.isArray(image.bounds_wgs84) && image.bounds_wgs84.length === 4;
+}
+
+/** The map mode shown and whether a basemap is configured (for the hint). */
+export interface MapModeState {
+  mode: MapMode;
+  basemap: boolean;
+}
 
 const CHANNELS = ['R', 'G', 'B'] as const;
 
@@ -21,14 +40,16 @@ export class RenderControls {
   constructor(
     private readonly root: HTMLElement,
     private readonly onChange: (options: TileOptions) => void,
+    private readonly onMapMode: (mode: MapMode) => void = () => undefined,
   ) {
     this.root.hidden = true;
   }
 
-  /** Show the controls that apply to `image`, starting from `options`. */
-  setImage(image: ImageDetail | null, options: TileOptions = {}): void {
+  /** Show the controls that apply to `image`, starting from `options` (and the map mode). */
+  setImage(image: ImageDetail | null, options: TileOptions = {}, map: MapModeState | null = null): void {
     this.options = { ...options };
     const sections: HTMLElement[] = [];
+    if (image && map && canShowMercator(image)) sections.push(this.mapSection(map));
     if (image && needsRescale(image)) sections.push(this.rescaleSection(image));
     if (image && hasBandChoice(image)) sections.push(this.bandSection(image));
     this.root.replaceChildren(...sections);
@@ -121,6 +142,31 @@ export class RenderControls {
       ),
     );
     return this.section('Bands', `Band shown in each of red, green and blue (${image.bands} bands).`, row);
+  }
+
+  private mapSection(state: MapModeState): HTMLElement {
+    const group = el('div', {
+      className: 'segmented segmented-2',
+      attrs: { role: 'group', id: 'map-mode', 'aria-label': 'Map mode' },
+    });
+    for (const { mode, label } of MAP_MODES) {
+      const button = el('button', {
+        className: 'segmented-btn',
+        text: label,
+        attrs: { type: 'button', 'data-mode': mode, 'aria-pressed': String(mode === state.mode) },
+      });
+      button.addEventListener('click', () => {
+        if (button.getAttribute('aria-pressed') === 'true') return;
+        for (const b of group.querySelectorAll('button')) b.setAttribute('aria-pressed', String(b === button));
+        this.onMapMode(mode);
+      });
+      group.append(button);
+    }
+    const hint =
+      state.mode === 'webmercator'
+        ? `Reprojected to EPSG:3857${state.basemap ? ' over the basemap' : ' (no basemap: tessera serve --basemap URL)'}; annotations are shown read-only.`
+        : 'The image in its own pixels, where annotations are edited.';
+    return this.section('Map', hint, group);
   }
 
   private section(title: string, hint: string, body: HTMLElement): HTMLElement {
