@@ -23,6 +23,7 @@ from tileserver.web.annotations import (
     SnapshotsHandler,
     UndoHandler,
 )
+from tileserver.web.config import config_routes
 from tileserver.web.export import export_routes
 from tileserver.web.handlers import (
     AssetsHandler,
@@ -96,6 +97,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
         ),
         *annotation_routes(deps),
         *pixel_routes(deps),
+        *config_routes(deps),
         *export_routes(deps),
         *vector_tile_routes(deps),
         *live_routes(deps),
