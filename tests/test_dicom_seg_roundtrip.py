@@ -430,3 +430,36 @@ def test_import_labelmap_seg(serve_dirs: Any, tmp_path: Path, shared_data: Path)
     assert sorted(got) == [("Kidney", 2), ("Liver", 0), ("Liver", 2)]
     for (name, k), mask in got.items():
         assert np.array_equal(mask, labels[k] == {"Liver": 1, "Kidney": 2}[name]), (name, k)
+
+
+def test_seg_off_the_image_grid_is_refused(
+    serve_dirs: Any, tmp_path: Path, shared_data: Path
+) -> None:
+    """Same frame of reference but another pixel spacing, or frames between slices: 422."""
+    server = serve_dirs(_copy(tmp_path, shared_data, "ct_dcmqi_23x38x3"))
+    (image_id,) = list(server.catalog.images)
+    url = f"/api/v1/images/{image_id}/import?format=dicom-seg"
+    path = shared_data / "seg" / "dcmqi_23x38x3_label.seg"
+    coarse = pydicom.dcmread(path)
+    measures = coarse.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    measures.PixelSpacing = [2 * float(v) for v in measures.PixelSpacing]
+    r = _post(server, url, data=_bytes(coarse))
+    assert r.status_code == 422 and "pixel grid" in r.json()["message"], r.text
+    between = pydicom.dcmread(path)
+    iop = np.asarray(
+        between.SharedFunctionalGroupsSequence[0]
+        .PlaneOrientationSequence[0]
+        .ImageOrientationPatient,
+        dtype=float,
+    )
+    normal = np.cross(iop[:3], iop[3:])
+    kept = between.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    step = float(kept.get("SpacingBetweenSlices") or kept.SliceThickness)
+    position = between.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    ipp = np.asarray(position.ImagePositionPatient, dtype=float) + normal * 0.3 * step
+    position.ImagePositionPatient = [round(float(v), 4) for v in ipp]
+    r = _post(server, url, data=_bytes(between))
+    assert r.status_code == 422 and "pixel grid" in r.json()["message"], r.text
+    assert server.get(f"/api/v1/images/{image_id}/annotations?crs=pixel").json()["features"] == []
+    r = _post(server, url, data=path.read_bytes())
+    assert r.status_code == 201, r.text

@@ -123,7 +123,9 @@ def test_nifti_export(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> Non
     expected[29][rasterise(shapely.Polygon(POLY_B), 512, 512)] = 1
     expected[0, 400:420, 40:70] = 2 * arr
     assert np.array_equal(volume.transpose(2, 1, 0), expected)
-    overlap = rasterise(shapely.Polygon(POLY_A), 512, 512) & rasterise(shapely.Polygon(POLY_B), 512, 512)
+    overlap = rasterise(shapely.Polygon(POLY_A), 512, 512) & rasterise(
+        shapely.Polygon(POLY_B), 512, 512
+    )
     assert meta["overlapping_voxels"] == int(overlap.sum()) > 0
 
     # volume=labels / volume=image: one .nii.gz each, the same data
@@ -135,7 +137,9 @@ def test_nifti_export(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> Non
     assert np.array_equal(alone.affine, image.affine)
     r = server.get(f"/api/v1/images/{image_id}/export?format=nifti&volume=image")
     assert r.status_code == 200
-    assert np.array_equal(np.asarray(_nifti(r.content).dataobj.get_unscaled())[:, :, 5].T, series[5].pixel_array)
+    assert np.array_equal(
+        np.asarray(_nifti(r.content).dataobj.get_unscaled())[:, :, 5].T, series[5].pixel_array
+    )
     r = server.get(f"/api/v1/images/{image_id}/export?format=nifti&volume=mesh")
     assert r.status_code == 400 and "volume" in r.json()["message"]
     r = server.get(f"/api/v1/images/{image_id}/export?format=nifti&seg_type=binary")
@@ -144,7 +148,17 @@ def test_nifti_export(serve_dirs: Any, tmp_path: Path, shared_data: Path) -> Non
     # the CLI writes the label volume alone
     out = tmp_path / "labels.nii.gz"
     db = f"sqlite:///{tmp_path / 'state0' / 'tessera.db'}"
-    args = ["export", "--image", image_id, "--format", "nifti", "--volume", "labels", "-o", str(out)]
+    args = [
+        "export",
+        "--image",
+        image_id,
+        "--format",
+        "nifti",
+        "--volume",
+        "labels",
+        "-o",
+        str(out),
+    ]
     assert cli_main([*args, "--data", str(folder), "--db", db]) == 0
     assert np.array_equal(np.asarray(nib.load(out).dataobj), volume)
 
@@ -154,3 +168,50 @@ def test_nifti_needs_a_volume(serve_dirs: Any, geo_dir: Path) -> None:
     image_id = server.image_id("dem.tif")
     r = server.get(f"/api/v1/images/{image_id}/export?format=nifti")
     assert r.status_code == 400 and "volume" in r.json()["message"]
+
+
+def test_nifti_of_multiframe_equals_its_series(
+    serve_dirs: Any, tmp_path: Path, shared_data: Path
+) -> None:
+    """The enhanced multi-frame copy of a 3-file series exports the same voxels and affine."""
+    folder = tmp_path / "images"
+    for name in ("ct_dcmqi_23x38x3", "ct_dcmqi_23x38x3_legacy_enhanced"):
+        shutil.copytree(shared_data / "dicom" / name, folder / name)
+    server = serve_dirs(folder)
+    images = []
+    assert len(server.catalog.images) == 2
+    for image_id in server.catalog.images:
+        r = server.get(f"/api/v1/images/{image_id}/export?format=nifti&volume=image")
+        assert r.status_code == 200, r.text
+        images.append(_nifti(r.content))
+    first, second = images  # the series and its multi-frame copy, in catalog order
+    assert first.shape == second.shape == (23, 38, 3)
+    assert np.allclose(first.affine, second.affine, atol=1e-4)
+    assert np.array_equal(np.asarray(first.dataobj), np.asarray(second.dataobj))
+    series = _series(folder / "ct_dcmqi_23x38x3")
+    for img in images:
+        for i, j, k in [(0, 0, 0), (22, 37, 2), (11, 20, 1)]:
+            assert np.allclose((img.affine @ [i, j, k, 1.0])[:3], _ras(series[k], i, j), atol=1e-4)
+        hu = pydicom.pixels.apply_modality_lut(series[1].pixel_array, series[1])
+        assert np.allclose(np.asarray(img.dataobj[:, :, 1]).T, hu)
+
+
+def test_nifti_irregular_series_is_reported(
+    serve_dirs: Any, tmp_path: Path, shared_data: Path
+) -> None:
+    """pydicom's CT2 slices are irregularly spaced (one far outlier): one affine cannot hold
+    them, labels.json says by how much, and the first and last slices stay exact."""
+    folder = tmp_path / "images"
+    shutil.copytree(shared_data / "dicom" / "ct_pydicom_ct2_tiny", folder / "ct2")
+    server = serve_dirs(folder)
+    (image_id,) = list(server.catalog.images)
+    r = server.get(f"/api/v1/images/{image_id}/export?format=nifti")
+    assert r.status_code == 200, r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        meta = json.loads(zf.read("labels.json"))
+        image = _nifti(zf.read("image.nii.gz"))
+    (warning,) = meta["warnings"]
+    assert "irregular slice spacing" in warning
+    series = _series(folder / "ct2")
+    for k in (0, len(series) - 1):
+        assert np.allclose((image.affine @ [3, 5, k, 1.0])[:3], _ras(series[k], 3, 5), atol=1e-4)
