@@ -40,7 +40,7 @@ from annot.model import Annotation, Content
 from annot.taxonomy import Project
 
 VOLUMES = ("both", "image", "labels")
-GZIP_LEVEL = 4  # ~2x faster than 6 for CT slices, a few per cent larger
+GZIP_LEVEL = 1  # on the 30-slice CT: 1.0 s vs 1.9 s (level 4) and 4.9 s (6), under 2% larger
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 REGULARITY_MM = 1e-3  # a slice further than this from the affine's position is reported
 
