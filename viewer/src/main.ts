@@ -343,6 +343,8 @@ class App {
 
   /** Go to an annotation: its plane and slice on a volume, then zoom to it and select it. */
   private showAnnotation(feature: AnnotationFeature): void {
+    // The editor zooms to and selects the shape in pixel coordinates: leave the WebMercator mode.
+    if (this.viewer.mode === 'webmercator') this.setMapMode('pixels');
     const { slice, plane } = feature.properties;
     if (this.volumeImage && slice !== undefined && plane !== undefined) {
       this.volumeControls.setPlane(plane);
