@@ -1,7 +1,8 @@
 """Editing tools and review in the viewer, end to end: the real server, the built viewer,
 headless Chromium (fixtures and helpers of tests/test_viewer.py and tests/test_viewer_volume.py).
 
-Served: ``a_utm.tif`` of tests/test_viewer.py (600 x 400, EPSG:32618, 0.5 m pixels). Shapes are
+Served: ``a_utm.tif`` of tests/test_viewer.py (600 x 400, EPSG:32618, 0.5 m pixels), and for
+the list on a volume the real CT of tests/test_viewer_volume.py (its ``vserver``). Shapes are
 drawn at screen positions computed from where the picture shows the image, and read back from
 the API in pixel and in EPSG:32618 coordinates.
 
@@ -47,13 +48,17 @@ from tests.test_viewer import (  # noqa: F401  (fixtures are used by name)
 )
 from tests.test_viewer_volume import (
     CLICK_TOLERANCE_SCREEN_PX,
+    CT_ID,
     api,
     image_region,
     same_ring,
     shot,
+    vserver,  # noqa: F401  (a fixture, used by name)
     wait_count,
     wait_ready,
+    wait_slice,
 )
+from tests.test_viewer_volume import open_image as open_as_image
 
 GEO_ID = "a-utm"
 GEO_W, GEO_H = 600, 400
@@ -589,3 +594,77 @@ def test_instructions_are_rendered_as_text_only(page: Page, aserver: Setup, tmp_
     page.locator("#instructions-details summary").click()  # collapses
     assert body.is_hidden()
     shot(page, screens(tmp_path), "instructions")
+
+
+def test_snapping_to_a_neighbours_vertex(page: Page, aserver: Setup, tmp_path: Path) -> None:
+    server = aserver.server
+    place = open_as(page, server)
+    clear_annotations(page, server)
+    post(page, server, polygon("field", square(100, 300, 30)))  # a corner at (70, 270)
+    page.reload()
+    wait_ready(page, GEO_ID)
+    wait_count(page, 1)
+    corner_x, corner_y = place.at(70, 270)
+    near = (corner_x + 4, corner_y + 3)  # 5 screen px away: inside the 10 px snap tolerance
+    rest = [place.at(200, 250), place.at(160, 350)]
+
+    def draw(points: list[tuple[int, int]]) -> dict[str, Any]:
+        before = {f["id"] for f in features(page, server)}
+        page.locator("#map").focus()
+        page.keyboard.press("p")
+        for x, y in points:
+            page.mouse.click(x, y)
+        with page.expect_response(lambda r: r.request.method == "POST") as created:
+            page.mouse.click(*points[0])
+        assert created.value.status == 201, created.value.text()
+        page.keyboard.press("Escape")
+        (new,) = [f for f in features(page, server) if f["id"] not in before]
+        return new
+
+    # S turns snapping on: the first vertex is the neighbour's corner itself.
+    page.keyboard.press("s")
+    assert page.locator("#annot-snap").get_attribute("aria-pressed") == "true"
+    snapped = np.array(draw([near, *rest])["geometry"]["coordinates"][0][:-1], dtype=float)
+    assert np.abs(snapped - np.array([70.0, 270.0])).sum(axis=1).min() <= 1e-6, snapped
+    shot(page, screens(tmp_path), "snapped")
+    # Off again: the vertex stays where it was clicked, about 5 screen px from the corner.
+    page.keyboard.press("s")
+    assert page.locator("#annot-snap").get_attribute("aria-pressed") == "false"
+    free = np.array(draw([near, *rest])["geometry"]["coordinates"][0][:-1], dtype=float)
+    gap = np.hypot(*(free - np.array([70.0, 270.0])).T).min() * place.scale
+    assert 5 - CLICK_TOLERANCE_SCREEN_PX <= gap <= 5 + CLICK_TOLERANCE_SCREEN_PX, gap
+
+
+def test_volume_list_by_slice_and_all_slices(page: Page, vserver: Server, tmp_path: Path) -> None:
+    open_as_image(page, vserver, CT_ID)
+    for f in api(page, vserver, f"/images/{CT_ID}/annotations?crs=pixel")["features"]:
+        page.request.delete(f"{vserver.base}api/v1/annotations/{f['id']}", headers=HEADERS)
+    made = {}
+    for k, col in ((5, 150.0), (20, 300.0)):
+        body = polygon("nodule", square(col, 200, 15))
+        body["properties"].update(slice=k, plane="axial")
+        r = page.request.post(
+            f"{vserver.base}api/v1/images/{CT_ID}/annotations?crs=pixel",
+            data=json.dumps(body),
+            headers=HEADERS,
+        )
+        assert r.status == 201, r.text()
+        made[k] = r.json()["id"]
+    page.reload()
+    wait_ready(page, CT_ID)
+    page.locator("#slice-slider").fill("5")
+    wait_slice(page, "axial", 5)
+    # This slice: only its own annotation.
+    page.wait_for_selector('#annotation-list-count[data-count="1"]')
+    items = page.locator("#annotation-list-items .annot-item")
+    assert items.first.get_attribute("data-id") == str(made[5])
+    # All slices: both; a click on the other one goes to its slice and selects it there.
+    page.locator("#list-all-slices").check()
+    page.wait_for_selector('#annotation-list-count[data-count="2"]')
+    page.locator(f'#annotation-list-items .annot-item[data-id="{made[20]}"]').click()
+    wait_slice(page, "axial", 20)
+    page.wait_for_selector(f'#map[data-selected="{made[20]}"]')
+    shot(page, screens(tmp_path), "ct-list-all-slices")
+    page.locator("#list-all-slices").uncheck()
+    page.wait_for_selector('#annotation-list-count[data-count="1"]')
+    assert items.first.get_attribute("data-id") == str(made[20])

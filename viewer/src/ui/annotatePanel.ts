@@ -84,7 +84,7 @@ export class AnnotatePanel {
         el('div', { className: 'field-row' }, [this.swatch, this.labelInput, this.labelList]),
       ]),
       el('section', { className: 'control' }, [
-        el('div', { className: 'field-row' }, [undo, redo, del, this.snapButton]),
+        el('div', { className: 'field-row annot-actions' }, [undo, redo, del, this.snapButton]),
         el('div', { className: 'field-row' }, [submit, this.countText]),
       ]),
     );
