@@ -668,3 +668,37 @@ def test_volume_list_by_slice_and_all_slices(page: Page, vserver: Server, tmp_pa
     page.locator("#list-all-slices").uncheck()
     page.wait_for_selector('#annotation-list-count[data-count="1"]')
     assert items.first.get_attribute("data-id") == str(made[20])
+
+
+def test_shift_drag_draws_freehand_with_the_polygon_tool(
+    page: Page, aserver: Setup, tmp_path: Path
+) -> None:
+    server = aserver.server
+    place = open_as(page, server)
+    clear_annotations(page, server)
+    # A square outline dragged with Shift held, 10 screen px between pointer moves.
+    corners = [(380.0, 60.0), (480.0, 60.0), (480.0, 160.0), (380.0, 160.0)]
+    path: list[tuple[int, int]] = []
+    for (c0, r0), (c1, r1) in zip(corners, corners[1:] + corners[:1], strict=True):
+        for t in np.linspace(0, 1, 8, endpoint=False):
+            path.append(place.at(c0 + (c1 - c0) * t, r0 + (r1 - r0) * t))
+    page.locator("#map").focus()
+    page.keyboard.press("p")
+    page.mouse.move(*path[0])
+    page.keyboard.down("Shift")
+    page.mouse.down()
+    for x, y in path[1:]:
+        page.mouse.move(x, y)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    wait_count(page, 1)
+    page.keyboard.press("Escape")
+    (feature,) = features(page, server)
+    ring = np.array(feature["geometry"]["coordinates"][0][:-1], dtype=float)
+    assert len(ring) >= 16, len(ring)
+    # Every vertex on the dragged square's outline (to the click tolerance).
+    dx = np.minimum(np.abs(ring[:, 0] - 380), np.abs(ring[:, 0] - 480))
+    dy = np.minimum(np.abs(ring[:, 1] - 60), np.abs(ring[:, 1] - 160))
+    assert (np.minimum(dx, dy) <= place.tol).all(), ring
+    assert ring[:, 0].min() >= 380 - place.tol and ring[:, 0].max() <= 480 + place.tol
+    assert ring[:, 1].min() >= 60 - place.tol and ring[:, 1].max() <= 160 + place.tol
