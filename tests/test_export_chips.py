@@ -508,6 +508,42 @@ def test_volumes_and_other_sources_are_refused(scene_path: Path) -> None:
         EXPORTS["chips"].write(_job(scene_path, bands="4"), io.BytesIO())
 
 
+def test_geotiff_writer_keeps_any_transform_crs_and_nodata() -> None:
+    from rasterio.crs import CRS
+
+    from tileserver.chips import GeoTiffWriter
+
+    data = np.arange(2 * 30 * 40, dtype=np.int16).reshape(2, 30, 40) - 500
+    rotated = Affine(0.4, 0.3, 600_000.0, 0.3, -0.4, 4_100_000.0)
+    north_up = Affine(2.0, 0.0, -100.0, 0.0, -3.0, 50.0)
+    for crs, transform in ((CRS.from_epsg(32633), rotated), (CRS.from_epsg(4326), north_up),
+                           (None, north_up)):  # fmt: skip
+        body = GeoTiffWriter(crs, -9999.0).encode(data, transform, is_mask=False)
+        pixels, got, got_crs, nodata = _read_tif(body)
+        assert np.array_equal(pixels, data) and got.almost_equals(transform, 1e-12)
+        assert got_crs == crs and nodata == -9999.0
+    mask_body = GeoTiffWriter(CRS.from_epsg(32633), -9999.0).encode(
+        data[:1].astype(np.uint8), rotated, is_mask=True
+    )
+    _, got, _, nodata = _read_tif(mask_body)
+    assert got.almost_equals(rotated, 1e-12) and nodata is None
+
+
+def test_an_invalid_stored_shape_is_repaired_not_fatal(scene_path: Path) -> None:
+    frame = _job(scene_path, []).frame
+    bowtie = _world(frame, shapely.Polygon([(10.3, 10.2), (90.6, 80.1), (90.2, 10.4),
+                                            (10.1, 80.7)]))  # fmt: skip
+    assert not bowtie.is_valid
+    anns = [_annotation(1, "car", Content(Kind.polygon, "car", bowtie))]
+    zf = _export(_job(scene_path, anns, size="128"))
+    manifest = json.loads(zf.read("manifest.json"))
+    chip = manifest["chips"][0]
+    mask, transform, *_ = _read_tif(zf.read(chip["mask"]))
+    repaired = shapely.make_valid(bowtie)  # two triangles
+    want = rio_features.rasterize([(repaired, 1)], out_shape=(128, 128), transform=transform)
+    assert np.array_equal(mask[0] > 0, want > 0) and want.sum() > 1000
+
+
 # -- tests: real GeoTIFFs -----------------------------------------------------------------------
 
 

@@ -8,15 +8,21 @@ coarser than full resolution), through one dataset handle opened for the export.
 the stored ones (no scale/offset applied); a GeoTIFF chip keeps the source's CRS, nodata and
 data type, with the chip's own transform; a PNG chip (8 or 16-bit, 1 to 4 bands) gets a world
 file and its transform in the manifest.
+
+GeoTIFF chips are written by tifffile (band-separate, one DEFLATE strip per band; masks
+PackBits) with the GeoTIFF keys that GDAL writes once for the source's CRS: encoding the CRS
+per file through GDAL cost more than compressing the pixels.
 """
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import imagecodecs
 import numpy as np
 import numpy.typing as npt
+import tifffile
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
@@ -38,12 +44,61 @@ from tileserver.readers.geotiff import GeoTIFFSource, open_dataset
 if TYPE_CHECKING:
     from tileserver.formats import ExportJob
 
-__all__ = ["CHIP_OPTIONS", "RasterioChips", "write_chips"]
+__all__ = ["CHIP_OPTIONS", "GeoTiffWriter", "RasterioChips", "encode_png", "write_chips"]
 
 PNG_DTYPES = ("uint8", "uint16")
-# GeoTIFF chips: DEFLATE at a fast level (chips are written once and read many times by a
-# training loader; level 1 keeps the export close to the read-and-encode ceiling).
-GEOTIFF_CREATION = {"compress": "deflate", "zlevel": 1}
+GEO_KEY_TAGS = (34735, 34736, 34737)  # GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams
+GDAL_NODATA_TAG = 42113
+DEFLATE_LEVEL = 1  # chips are written once and read many times: fast and still compact
+ExtraTag = tuple[int, str, int, Any, bool]
+
+
+class GeoTiffWriter:
+    """Encodes (bands, rows, cols) arrays as GeoTIFFs in one CRS (tifffile + GDAL's GeoKeys)."""
+
+    def __init__(self, crs: Any, nodata: float | None) -> None:
+        self.nodata = nodata
+        self.geokeys: list[ExtraTag] = []
+        if crs is None:
+            return
+        profile = {"driver": "GTiff", "width": 1, "height": 1, "count": 1, "dtype": "uint8"}
+        with MemoryFile() as mem:
+            with mem.open(**profile, crs=crs, transform=Affine(1, 0, 0, 0, -1, 1)) as dst:
+                dst.write(np.zeros((1, 1, 1), dtype=np.uint8))
+            template = bytes(mem.read())
+        with tifffile.TiffFile(io.BytesIO(template)) as tif:
+            for tag in tif.pages.first.tags:
+                if tag.code in GEO_KEY_TAGS:
+                    kind = {3: "H", 12: "d", 2: "s"}[int(tag.dtype)]
+                    self.geokeys.append((tag.code, kind, tag.count, tag.value, True))
+
+    @staticmethod
+    def transform_tags(t: Affine) -> list[ExtraTag]:
+        if t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0:  # north up: scale and tie point
+            return [
+                (33550, "d", 3, (t.a, -t.e, 0.0), True),
+                (33922, "d", 6, (0.0, 0.0, 0.0, t.c, t.f, 0.0), True),
+            ]
+        matrix = (t.a, t.b, 0.0, t.c, t.d, t.e, 0.0, t.f, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+        return [(34264, "d", 16, matrix, True)]  # ModelTransformation
+
+    def encode(self, pixels: npt.NDArray[Any], transform: Affine, is_mask: bool) -> bytes:
+        tags = [*self.transform_tags(transform), *self.geokeys]
+        if self.nodata is not None and not is_mask:
+            tags.append((GDAL_NODATA_TAG, "s", 0, f"{self.nodata:.17g}", True))
+        out = io.BytesIO()
+        tifffile.imwrite(
+            out,
+            pixels[0] if pixels.shape[0] == 1 else pixels,
+            photometric="minisblack",
+            planarconfig=None if pixels.shape[0] == 1 else "separate",
+            rowsperstrip=pixels.shape[1],
+            compression="packbits" if is_mask else "zlib",
+            compressionargs=None if is_mask else {"level": DEFLATE_LEVEL},
+            extratags=tags,
+            metadata=None,
+        )
+        return out.getvalue()
 
 
 class RasterioChips:
@@ -69,8 +124,7 @@ class RasterioChips:
             self._ds = open_dataset(source.info.path)
         except RasterioError as exc:
             raise ImageReadError(f"{self.name} cannot be opened: {exc}") from exc
-        self.crs = self._ds.crs
-        self.nodata = self._ds.nodata
+        self.geotiff = GeoTiffWriter(self._ds.crs, self._ds.nodata)
         self.levels = [(level.width, level.height) for level in source.levels]
 
     def __enter__(self) -> RasterioChips:
@@ -102,24 +156,16 @@ class RasterioChips:
 
     def encode(self, pixels: npt.NDArray[Any], transform: Affine, is_mask: bool) -> bytes:
         if self.chip_format == "png":
-            image = pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
-            return bytes(imagecodecs.png_encode(np.ascontiguousarray(image), level=1))
-        count, height, width = pixels.shape
-        profile: dict[str, Any] = {
-            "driver": "GTiff",
-            "width": width,
-            "height": height,
-            "count": count,
-            "dtype": pixels.dtype.name,
-            "crs": self.crs,
-            "transform": transform,
-            "nodata": None if is_mask else self.nodata,
-            **GEOTIFF_CREATION,
-        }
-        with MemoryFile() as mem:
-            with mem.open(**profile) as dst:
-                dst.write(pixels)
-            return bytes(mem.read())
+            return encode_png(pixels)
+        return self.geotiff.encode(pixels, transform, is_mask)
+
+
+def encode_png(pixels: npt.NDArray[Any]) -> bytes:
+    """(bands, rows, cols) as a PNG: grey, grey + alpha, RGB or RGBA (the tiles' fast settings)."""
+    image = pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
+    return bytes(
+        imagecodecs.png_encode(np.ascontiguousarray(image), level=1, strategy=3, filter=16)
+    )
 
 
 def write_chips(job: ExportJob, out: BinaryIO) -> None:

@@ -46,7 +46,7 @@ import json
 import math
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
@@ -57,7 +57,7 @@ from rasterio.transform import Affine
 from shapely.geometry.base import BaseGeometry
 
 from annot.errors import BadRequest
-from annot.export.coco import SHAPE_KINDS, categories, rasterise, rle_encode
+from annot.export.coco import SHAPE_KINDS, categories, rle_encode
 from annot.frames import GeoFrame, ImageFrame, PixelFrame, VolumeFrame
 from annot.model import Annotation, Mask
 from annot.taxonomy import Project
@@ -360,7 +360,13 @@ class Instance:
     shape: BaseGeometry | None  # output-grid pixel coordinates; None for a brush mask
     mask: Mask | None  # on the source pixel grid
     footprint: BaseGeometry  # output-grid pixel coordinates (the spatial index's)
+    area: float  # output pixels
     rank: int = 0
+    # Made once, used by every chip the shape touches: GeoJSON for rasterio, bounds, holes.
+    geojson: Mapping[str, Any] | None = None
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    holes: bool = False
+    exteriors: tuple[npt.NDArray[np.float64], ...] = ()  # rings without the closing point
 
 
 def prepare_instances(
@@ -383,21 +389,35 @@ def prepare_instances(
 
     worlds = np.array([a.content.geometry for a in geometry_ones], dtype=object)
     on_grid = shapely.transform(worlds, to_grid) if len(worlds) else worlds
-    for a, shape in zip(geometry_ones, on_grid, strict=True):
-        inst = Instance(a.id, a.label, index[a.label], shape, None, shape)
-        found.append((float(shape.area), a.id, inst))
+    # Stored shapes were validated, but GEOS cannot clip an invalid one: repair it, areas only.
+    for n in np.flatnonzero(~shapely.is_valid(on_grid)):
+        repaired = _area_parts(shapely.make_valid(on_grid[n]))
+        on_grid[n] = repaired if repaired is not None else shapely.Polygon()
+    keep = ~shapely.is_empty(on_grid) if len(on_grid) else np.zeros(0, dtype=bool)
+    kept = on_grid[keep]
+    # Vectorised: GeoJSON text from GEOS is much faster than shapely's __geo_interface__.
+    geojsons = [json.loads(g) for g in shapely.to_geojson(kept)] if len(kept) else []
+    bounds = shapely.bounds(kept) if len(kept) else np.zeros((0, 4))
+    areas = shapely.area(kept) if len(kept) else np.zeros(0)
+    ones = [a for a, k in zip(geometry_ones, keep, strict=True) if k]
+    for i, (a, shape) in enumerate(zip(ones, kept, strict=True)):
+        x0, y0, x1, y1 = (float(v) for v in bounds[i])
+        holes = _has_holes(shape)
+        inst = Instance(
+            a.id, a.label, index[a.label], shape, None, shape, float(areas[i]),
+            geojson=geojsons[i], bounds=(x0, y0, x1, y1), holes=holes,
+            exteriors=() if holes else _exteriors(shape),
+        )  # fmt: skip
+        found.append((inst.area, a.id, inst))
     for a in shaped:
         m = a.content.mask
         if m is None:
             continue
         box = shapely.box(m.col / sx, m.row / sy, (m.col + m.width) / sx, (m.row + m.height) / sy)
-        inst = Instance(a.id, a.label, index[a.label], None, m, box)
-        found.append((m.area / (sx * sy), a.id, inst))
+        inst = Instance(a.id, a.label, index[a.label], None, m, box, m.area / (sx * sy))
+        found.append((inst.area, a.id, inst))
     found.sort(key=lambda t: (-t[0], t[1]))
-    ranked = [
-        Instance(i.annotation_id, i.label, i.class_index, i.shape, i.mask, i.footprint, rank)
-        for rank, (_, _, i) in enumerate(found)
-    ]
+    ranked = [replace(inst, rank=rank) for rank, (_, _, inst) in enumerate(found)]
     return ranked, len(annotations) - len(shaped)
 
 
@@ -424,9 +444,17 @@ def _area_parts(geometry: BaseGeometry) -> BaseGeometry | None:
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
 
 
-def _polygons_flat(shape: BaseGeometry) -> list[list[float]]:
-    polys = list(shape.geoms) if isinstance(shape, shapely.MultiPolygon) else [shape]
-    return [np.asarray(p.exterior.coords)[:-1].ravel().tolist() for p in polys]
+def _exteriors(shape: BaseGeometry) -> tuple[npt.NDArray[np.float64], ...]:
+    """The exterior rings of a polygon or multipolygon, without their closing points."""
+    polys = shapely.get_parts(shape)
+    return tuple(shapely.get_coordinates(shapely.get_exterior_ring(p))[:-1] for p in polys)
+
+
+def _polygons_flat(
+    rings: Sequence[npt.NDArray[np.float64]], offset: npt.NDArray[np.float64]
+) -> list[list[float]]:
+    """COCO polygons: rings moved by ``-offset``, flattened to x0, y0, x1, y1, ..."""
+    return [(ring - offset).ravel().tolist() for ring in rings]
 
 
 def _has_holes(shape: BaseGeometry) -> bool:
@@ -450,16 +478,21 @@ def chip_content(
     dtype: type[np.uint8] | type[np.uint16],
     segmentation: str,
 ) -> ChipContent:
-    """Rasterise the candidate instances (spatial index hits) into one chip."""
+    """Rasterise the candidate instances (spatial index hits) into one chip.
+
+    Shapes stay in output-grid coordinates: rasterio maps chip pixels onto the grid (``grid``
+    transform), and only shapes crossing the chip's edge are clipped (for COCO)."""
     mask: UInt = np.zeros((size, size), dtype=dtype)
-    chip_box = shapely.box(0, 0, size, size)
-    offset = np.array([window.col, window.row], dtype=np.float64)
-    pending: list[tuple[BaseGeometry, int]] = []
+    col0, row0, col1, row1 = window.col, window.row, window.col + size, window.row + size
+    chip_box = shapely.box(col0, row0, col1, row1)
+    offset = np.array([col0, row0], dtype=np.float64)
+    grid = Affine.translation(col0, row0)  # chip pixel -> output grid
+    pending: list[tuple[Mapping[str, Any], int]] = []
     found: list[tuple[Instance, dict[str, Any]]] = []
 
     def flush() -> None:
         if pending:
-            rio_features.rasterize(pending, out=mask, fill=0)
+            rio_features.rasterize(pending, out=mask, transform=grid, fill=0)
             pending.clear()
 
     for inst in sorted((instances[i] for i in candidates), key=lambda i: i.rank):
@@ -470,27 +503,33 @@ def chip_content(
             flush()
             mask[pixels] = inst.class_index
             rows, cols = np.nonzero(pixels)
-            x0, y0 = int(cols.min()), int(rows.min())
-            bbox = [x0, y0, int(cols.max()) + 1 - x0, int(rows.max()) + 1 - y0]
+            c0, r0 = int(cols.min()), int(rows.min())
+            bbox = [c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0]
             seg: Any = rle_encode(pixels)
             found.append((inst, {"segmentation": seg, "area": float(pixels.sum()),
                                  "bbox": [float(v) for v in bbox]}))  # fmt: skip
             continue
-        assert inst.shape is not None
-        local = shapely.transform(inst.shape, lambda c: c - offset)
-        clipped = _area_parts(shapely.intersection(local, chip_box))
-        if clipped is None:
-            continue
-        pending.append((local, inst.class_index))
-        if segmentation == "rle" or _has_holes(clipped):
-            pixels = rasterise(clipped, size, size)
+        assert inst.shape is not None and inst.geojson is not None
+        x0, y0, x1, y1 = inst.bounds
+        if x0 >= col0 and y0 >= row0 and x1 <= col1 and y1 <= row1:
+            rings, area = inst.exteriors, inst.area  # wholly inside: no clip
+        else:
+            clipped = _area_parts(shapely.intersection(inst.shape, chip_box))
+            if clipped is None:
+                continue
+            rings, area = _exteriors(clipped), float(clipped.area)
+            x0, y0, x1, y1 = (float(v) for v in clipped.bounds)
+        pending.append((inst.geojson, inst.class_index))
+        if segmentation == "rle" or inst.holes:
+            burnt = rio_features.rasterize(
+                [(inst.geojson, 1)], out_shape=(size, size), transform=grid, fill=0, dtype="uint8"
+            )
+            pixels = np.asarray(burnt, dtype=bool)
             seg, area = rle_encode(pixels), float(pixels.sum())
         else:
-            seg, area = _polygons_flat(clipped), float(clipped.area)
-        x0, y0, x1, y1 = clipped.bounds
-        found.append(
-            (inst, {"segmentation": seg, "area": area, "bbox": [x0, y0, x1 - x0, y1 - y0]})
-        )
+            seg = _polygons_flat(rings, offset)
+        bbox = [x0 - col0, y0 - row0, x1 - x0, y1 - y0]
+        found.append((inst, {"segmentation": seg, "area": area, "bbox": bbox}))
     flush()
     return ChipContent(mask, found)
 
