@@ -473,6 +473,37 @@ def test_webmercator_mode_over_the_basemap(page: Page, cserver: Server) -> None:
     ground = GEO_PIXEL * GEO_W / (max(p[0] for p in corners) - min(p[0] for p in corners))
     assert_close(metres, ground, 0.02, f"WebMercator scale bar {text}")
 
+    # A basemap chosen in this browser replaces the server's (and is checked first).
+    form = page.locator("#basemap-form")
+    assert form.locator('input[name="basemap"]').input_value() == BASEMAP_URL
+    form.locator('input[name="basemap"]').fill("https://tiles.example.org/{z}/{x}.png")
+    form.locator('button[type="submit"]').click()
+    assert form.locator(".field-error").inner_text() == "Missing {y}."
+    other = BASEMAP_URL.replace(BASEMAP_ID, GEOG_ID)  # far away: nothing under a_utm.tif
+    form.locator('input[name="basemap"]').fill(other)
+    form.locator('button[type="submit"]').click()
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource')"
+        f".some(e => e.name.includes('/images/{GEOG_ID}/tiles/WebMercatorQuad/'))"
+    )
+    page.wait_for_selector('#map[data-state="ready"]')
+    settle(page)
+    assert page.evaluate("localStorage.getItem('tessera.basemap')") == other
+    assert colour_mask(map_picture(page)[0], YELLOW).mean() < 0.01, (
+        "the server's basemap is still drawn"
+    )
+    page.locator("#basemap-form button", has_text="Server").click()
+    page.wait_for_selector('#map[data-state="ready"]')
+    page.wait_for_function("!document.querySelector('#map').classList.contains('is-loading')")
+    settle(page)
+    assert page.evaluate("localStorage.getItem('tessera.basemap')") is None
+    pic = map_picture(page)[0]
+    assert colour_mask(pic, YELLOW).mean() > 0.2
+    # Changing the basemap leaves the view where it was: the lines are back in their place.
+    again = colour_mask(pic, CYAN, tol=40)
+    assert np.allclose(bands_of(again, 0), xs, atol=1)
+    assert np.allclose(bands_of(again, 1), ys, atol=1)
+
     # Back to pixels: the editor's layer returns, and the image fills the map again.
     page.locator('#map-mode [data-mode="pixels"]').click()
     page.wait_for_selector('#map[data-mode="pixels"][data-state="ready"]')

@@ -29,6 +29,9 @@ import { StatusBar } from './ui/statusBar';
 import type { VolumeState } from './ui/volumeControls';
 import { initialVolumeState, VolumeControls, volumeTileOptions } from './ui/volumeControls';
 
+/** localStorage key of the basemap URL chosen in this browser (over `serve --basemap`). */
+const BASEMAP_KEY = 'tessera.basemap';
+
 /** While right-dragging the window, re-render the tiles at most this often (ms). */
 const WINDOW_DRAG_RENDER_MS = 200;
 
@@ -56,6 +59,7 @@ class App {
     byId('render-controls'),
     (options) => this.setTileOptions(options),
     (mode) => this.setMapMode(mode),
+    (url) => this.setBasemap(url),
   );
   private readonly volumeControls = new VolumeControls(byId('volume-controls'), (state, planeChanged) =>
     this.setVolumeState(state, planeChanged),
@@ -239,7 +243,7 @@ class App {
   private show2D(image: ImageDetail): void {
     const options = this.tileOptions.get(image.id) ?? {};
     if (this.mapMode === 'webmercator' && isGeoreferenced(image) && canShowMercator(image)) {
-      this.viewer.showMercator(image, options, this.basemapUrl);
+      this.viewer.showMercator(image, options, this.basemap()?.url ?? null);
       // Editing works on the stored pixel coordinates: here the annotations are read-only,
       // asked for in EPSG:3857.
       this.editor.setContext(null, null);
@@ -250,7 +254,7 @@ class App {
       this.projected.setImage(null);
     }
     this.mapElement.dataset.mode = this.viewer.mode;
-    this.controls.setImage(image, options, { mode: this.viewer.mode, basemap: this.basemapUrl !== null });
+    this.controls.setImage(image, options, { mode: this.viewer.mode, basemap: this.basemap() });
   }
 
   private setMapMode(mode: MapMode): void {
@@ -260,6 +264,33 @@ class App {
     this.mapElement.dataset.state = 'loading';
     this.show2D(image);
     this.annotate.setVisible(this.viewer.mode === 'pixels');
+  }
+
+  /** The basemap: this browser's choice (localStorage), else the server's, else none. */
+  private basemap(): { url: string; from: 'server' | 'browser' } | null {
+    let saved: string | null = null;
+    try {
+      saved = window.localStorage.getItem(BASEMAP_KEY);
+    } catch {
+      // storage disabled: the server's basemap only
+    }
+    if (saved) return { url: saved, from: 'browser' };
+    return this.basemapUrl !== null ? { url: this.basemapUrl, from: 'server' } : null;
+  }
+
+  /** Keep a basemap URL in this browser (null: forget it) and redraw the WebMercator view. */
+  private setBasemap(url: string | null): void {
+    try {
+      if (url === null) window.localStorage.removeItem(BASEMAP_KEY);
+      else window.localStorage.setItem(BASEMAP_KEY, url);
+    } catch (error) {
+      this.toast('The basemap could not be saved', error instanceof Error ? error.message : String(error));
+      return;
+    }
+    const image = this.viewer.image;
+    if (!image || this.viewer.mode !== 'webmercator') return;
+    this.viewer.setBasemap(this.basemap()?.url ?? null);
+    this.controls.setImage(image, this.tileOptions.get(image.id) ?? {}, { mode: 'webmercator', basemap: this.basemap() });
   }
 
   /** The project order for the list's groups, and the basemap; the list does not wait for them. */

@@ -214,12 +214,19 @@ export class ImageViewer {
     // Only tiles over the image are asked for (the server answers 404 for the others).
     this.mercatorLayer.setExtent(extent);
     this.mercatorLayer.setSource(source);
-    if (basemapUrl) {
-      // No crossOrigin: a tile server without CORS headers still draws (nothing reads its pixels).
-      this.basemapLayer.setSource(new XYZ({ url: basemapUrl, wrapX: true, transition: 0, interpolate: true }));
-    }
+    this.setBasemap(basemapUrl);
     this.fit();
     this.showScaleLine(true);
+  }
+
+  /** The XYZ basemap under the WebMercator mode (null: none); the view stays where it is. */
+  setBasemap(url: string | null): void {
+    if (!this.mercator || !url) {
+      this.basemapLayer.setSource(null);
+      return;
+    }
+    // No crossOrigin: a tile server without CORS headers still draws (nothing reads its pixels).
+    this.basemapLayer.setSource(new XYZ({ url, wrapX: true, transition: 0, interpolate: true }));
   }
 
   private leaveMercator(): void {

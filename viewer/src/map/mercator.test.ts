@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { GeoImageDetail } from '../api';
-import { boundsToMercator, lonLatToMercator, mercatorFrame, mercatorPixelSize, mercatorTileTemplate, mercatorToLonLat } from './mercator';
+import { basemapUrlProblem, boundsToMercator, lonLatToMercator, mercatorFrame, mercatorPixelSize, mercatorTileTemplate, mercatorToLonLat } from './mercator';
 
 // rasterio's WKT of EPSG:32618; the expected EPSG:3857 positions below come from pyproj
 // (PROJ), a reader independent of proj4js.
@@ -89,5 +89,20 @@ describe('mercatorFrame', () => {
 
   it('is null for a CRS proj4 cannot read', () => {
     expect(mercatorFrame(image('NOT A CRS', 0, [1, 0, 0, 0, -1, 0]))).toBeNull();
+  });
+});
+
+describe('basemapUrlProblem', () => {
+  it('accepts XYZ templates on http(s) or this server', () => {
+    expect(basemapUrlProblem('https://tile.example.org/{z}/{x}/{y}.png')).toBeNull();
+    expect(basemapUrlProblem(' http://127.0.0.1:8080/{z}/{x}/{-y}.jpg ')).toBeNull();
+    expect(basemapUrlProblem('/api/v1/images/w/tiles/WebMercatorQuad/{z}/{x}/{y}.png')).toBeNull();
+  });
+
+  it('says what is wrong', () => {
+    expect(basemapUrlProblem('')).toBe('Give a URL.');
+    expect(basemapUrlProblem('ftp://t.example/{z}/{x}/{y}')).toBe('Start with http://, https:// or /.');
+    expect(basemapUrlProblem('https://t.example/{z}/{x}.png')).toBe('Missing {y}.');
+    expect(basemapUrlProblem('https://t.example/tiles.png')).toBe('Missing {z}, {x}, {y}.');
   });
 });

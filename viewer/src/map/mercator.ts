@@ -101,3 +101,16 @@ export function mercatorPixelSize(frame: MercatorFrame, image: GeoImageDetail, p
   const size = Math.hypot(b[0] - a[0], b[1] - a[1]);
   return Number.isFinite(size) && size > 0 ? size : null;
 }
+
+/**
+ * Why an XYZ basemap URL template cannot be used, or null when it can: an absolute http(s) URL
+ * or a path on this server, with `{z}`, `{x}` and `{y}` (or `{-y}`) placeholders. The server
+ * checks `tessera serve --basemap` by the same rules.
+ */
+export function basemapUrlProblem(url: string): string | null {
+  const text = url.trim();
+  if (text === '') return 'Give a URL.';
+  if (!/^https?:\/\/[^/]+/i.test(text) && !text.startsWith('/')) return 'Start with http://, https:// or /.';
+  const missing = ['{z}', '{x}', '{y}'].filter((p) => !text.replace('{-y}', '{y}').includes(p));
+  return missing.length > 0 ? `Missing ${missing.join(', ')}.` : null;
+}

@@ -6,6 +6,7 @@
 import type { ImageDetail, TileOptions } from '../api';
 import { isGeoreferenced } from '../api';
 import type { MapMode } from '../map/ImageViewer';
+import { basemapUrlProblem } from '../map/mercator';
 import { el } from './dom';
 
 const MAP_MODES: { mode: MapMode; label: string }[] = [
@@ -18,10 +19,10 @@ export function canShowMercator(image: ImageDetail): boolean {
   return isGeoreferenced(image) && Array.isArray(image.bounds_wgs84) && image.bounds_wgs84.length === 4;
 }
 
-/** The map mode shown and whether a basemap is configured (for the hint). */
+/** The map mode shown, and the basemap: the server's (`serve --basemap`) or this browser's. */
 export interface MapModeState {
   mode: MapMode;
-  basemap: boolean;
+  basemap: { url: string; from: 'server' | 'browser' } | null;
 }
 
 const CHANNELS = ['R', 'G', 'B'] as const;
@@ -41,6 +42,8 @@ export class RenderControls {
     private readonly root: HTMLElement,
     private readonly onChange: (options: TileOptions) => void,
     private readonly onMapMode: (mode: MapMode) => void = () => undefined,
+    /** A basemap URL saved in this browser (null: back to the server's). */
+    private readonly onBasemap: (url: string | null) => void = () => undefined,
   ) {
     this.root.hidden = true;
   }
@@ -164,9 +167,49 @@ export class RenderControls {
     }
     const hint =
       state.mode === 'webmercator'
-        ? `Reprojected to EPSG:3857${state.basemap ? ' over the basemap' : ' (no basemap: tessera serve --basemap URL)'}; annotations are shown read-only.`
+        ? `Reprojected to EPSG:3857${state.basemap ? ' over the basemap' : ' (no basemap set)'}; annotations are shown read-only.`
         : 'The image in its own pixels, where annotations are edited.';
-    return this.section('Map', hint, group);
+    const body = el('div', { className: 'control-form' }, [group]);
+    if (state.mode === 'webmercator') body.append(this.basemapForm(state));
+    return this.section('Map', hint, body);
+  }
+
+  /** The basemap URL kept in this browser (localStorage), over the server's if it has one. */
+  private basemapForm(state: MapModeState): HTMLElement {
+    const input = el('input', {
+      className: 'field-input',
+      attrs: {
+        type: 'text',
+        name: 'basemap',
+        'aria-label': 'Basemap XYZ URL',
+        placeholder: 'https://…/{z}/{x}/{y}.png',
+        spellcheck: 'false',
+        value: state.basemap?.url ?? '',
+      },
+    });
+    const error = el('p', { className: 'field-error', attrs: { 'aria-live': 'polite' } });
+    const save = el('button', { className: 'btn btn-primary', text: 'Use', attrs: { type: 'submit' } });
+    const reset = el('button', {
+      className: 'btn',
+      text: 'Server’s',
+      title: 'Forget the URL saved in this browser (tessera serve --basemap sets the default)',
+      attrs: { type: 'button' },
+    });
+    reset.disabled = state.basemap?.from !== 'browser';
+    const form = el('form', { className: 'control-form', attrs: { id: 'basemap-form' } }, [
+      el('label', { className: 'control-hint', text: `Basemap${state.basemap?.from === 'server' ? ' (from the server)' : ''}` }),
+      input,
+      el('div', { className: 'field-row' }, [save, reset]),
+      error,
+    ]);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const problem = basemapUrlProblem(input.value);
+      error.textContent = problem ?? '';
+      if (problem === null) this.onBasemap(input.value.trim());
+    });
+    reset.addEventListener('click', () => this.onBasemap(null));
+    return form;
   }
 
   private section(title: string, hint: string, body: HTMLElement): HTMLElement {
