@@ -51,6 +51,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import shapely
 from rasterio import features as rio_features
 from rasterio.transform import Affine
@@ -76,6 +77,7 @@ MAX_LEVEL = 16
 MIN_SCALE = 1 / 8  # at most 8x upsampling
 CELL_CHIPS = 4  # default split cell: this many chips wide
 OVERLAP_RULE = "smaller shapes win; between equal areas the later annotation (higher id)"
+INDENT = orjson.OPT_INDENT_2
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed: the same export gives the same bytes
 
 UInt = npt.NDArray[np.unsignedinteger[Any]]  # uint8 or uint16
@@ -400,13 +402,14 @@ def prepare_instances(
     bounds = shapely.bounds(kept) if len(kept) else np.zeros((0, 4))
     areas = shapely.area(kept) if len(kept) else np.zeros(0)
     ones = [a for a, k in zip(geometry_ones, keep, strict=True) if k]
+    simple = _simple_polygon_rings(kept)
     for i, (a, shape) in enumerate(zip(ones, kept, strict=True)):
         x0, y0, x1, y1 = (float(v) for v in bounds[i])
-        holes = _has_holes(shape)
+        holes, rings = simple[i] if i in simple else (_has_holes(shape), _exteriors(shape))
         inst = Instance(
             a.id, a.label, index[a.label], shape, None, shape, float(areas[i]),
             geojson=geojsons[i], bounds=(x0, y0, x1, y1), holes=holes,
-            exteriors=() if holes else _exteriors(shape),
+            exteriors=() if holes else rings,
         )  # fmt: skip
         found.append((inst.area, a.id, inst))
     for a in shaped:
@@ -448,6 +451,24 @@ def _exteriors(shape: BaseGeometry) -> tuple[npt.NDArray[np.float64], ...]:
     """The exterior rings of a polygon or multipolygon, without their closing points."""
     polys = shapely.get_parts(shape)
     return tuple(shapely.get_coordinates(shapely.get_exterior_ring(p))[:-1] for p in polys)
+
+
+def _simple_polygon_rings(
+    shapes: npt.NDArray[np.object_],
+) -> dict[int, tuple[bool, tuple[npt.NDArray[np.float64], ...]]]:
+    """``{index: (has holes, (exterior ring,))}`` of the plain polygons among ``shapes``, in
+    one vectorised pass (multipolygons are left to ``_exteriors``)."""
+    if len(shapes) == 0:
+        return {}
+    polys = np.flatnonzero(shapely.get_type_id(shapes) == 3)
+    if len(polys) == 0:
+        return {}
+    holes = shapely.get_num_interior_rings(shapes[polys]) > 0
+    coords, owner = shapely.get_coordinates(
+        shapely.get_exterior_ring(shapes[polys]), return_index=True
+    )
+    rings = np.split(coords, np.flatnonzero(np.diff(owner)) + 1)
+    return {int(n): (bool(h), (ring[:-1],)) for n, h, ring in zip(polys, holes, rings, strict=True)}
 
 
 def _polygons_flat(
@@ -652,7 +673,7 @@ def export_chips(
     with zipfile.ZipFile(out, "w", allowZip64=True) as zf:
 
         def put(name: str, data: bytes | str, compress: bool = False) -> None:
-            zf.writestr(_zip_info(name, compress), data)
+            zf.writestr(_zip_info(name, compress), data, compresslevel=1 if compress else None)
 
         for window in grid.windows():
             box = shapely.box(window.col, window.row, window.col + size, window.row + size)
@@ -730,9 +751,9 @@ def export_chips(
             "totals": {**totals.to_json(),
                        "splits": {s: split_totals[s].to_json() for s in SPLITS}},
         }  # fmt: skip
-        put("classes.json", json.dumps(classes.to_json(project), indent=1), compress=True)
-        put("manifest.json", json.dumps(manifest, indent=1), compress=True)
+        put("classes.json", orjson.dumps(classes.to_json(project), option=INDENT), compress=True)
+        put("manifest.json", orjson.dumps(manifest, option=INDENT), compress=True)
         for s in SPLITS:
             doc = coco[s].to_json(image_id, s, classes.entries)
-            put(f"coco_{s}.json", json.dumps(doc), compress=True)
+            put(f"coco_{s}.json", orjson.dumps(doc), compress=True)
     return manifest
