@@ -291,6 +291,29 @@ def test_image_list_thumbnails_groups_kinds_and_search(page: Page, cserver: Serv
         == "true"
     )
 
+    # A second project: its images make their own group, in the server's order of projects, and
+    # a group without a match for the search goes away.
+    api(cserver, "/projects", "POST", {"name": "survey"})
+    api(cserver, f"/images/{GEOG_ID}/project", "PUT", {"project": "survey"})
+    order = [p["name"] for p in api(cserver, "/projects")["projects"]]
+    page.reload()
+    page.wait_for_selector('.image-group[data-project="survey"]')
+    shown = [g.get_attribute("data-project") for g in page.locator(".image-group").all()]
+    assert shown == [name for name in order if name in ("default", "survey")]
+    survey = page.locator('.image-group[data-project="survey"]')
+    assert [e.get_attribute("data-image-id") for e in survey.locator(".image-item").all()] == [
+        GEOG_ID
+    ]
+    assert survey.locator(".image-group-count").inner_text() == "1"
+    assert (
+        page.locator('.image-group[data-project="default"] .image-group-count').inner_text() == "4"
+    )
+    page.locator("#image-search").fill("geographic")
+    assert [g.get_attribute("data-project") for g in page.locator(".image-group").all()] == [
+        "survey"
+    ]
+    keep_screenshot(page, "chrome-list-projects")
+
 
 def test_scale_bar_reads_the_ground_distance(page: Page, cserver: Server) -> None:
     # UTM, 0.5 m pixels: at the fitted zoom and after zooming in once.
