@@ -20,11 +20,13 @@ from annot.errors import BadRequest
 from annot.export.coco import coco_to_features, export_coco
 from annot.export.dicom_seg import dicom_bytes, export_dicom_seg, source_frames
 from annot.export.geojson import export_geojson
+from annot.export.gis import FLATGEOBUF, GPKG, GisFormat, export_gis, reject_volume
 from annot.export.masks import export_masks
 from annot.export.nifti import SliceSource, export_nifti
 from annot.features import dumps
 from annot.frames import ImageFrame, VolumeFrame
 from annot.imports.dicom_seg import read_dicom_seg, target_of
+from annot.imports.gis import read_gis
 from annot.model import Annotation
 from annot.taxonomy import Project
 from tileserver.chips import CHIP_OPTIONS, write_chips
@@ -55,6 +57,7 @@ class ExportFormat:
     write: Callable[[ExportJob, BinaryIO], None]
     options: frozenset[str] = frozenset()
     volume_only: bool = False
+    plane_only: bool = False  # 2D images only (GIS layers: no 3D patient coordinates)
     # (media type, suffix) when the options change them (nifti's volume=image|labels)
     variant: Callable[[Mapping[str, str]], tuple[str, str]] | None = None
 
@@ -71,6 +74,8 @@ class ExportFormat:
             )
         if self.volume_only and not isinstance(frame, VolumeFrame):
             raise BadRequest(f"format={self.name} needs a DICOM volume")
+        if self.plane_only:
+            reject_volume(frame, self.name)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,13 @@ class ImportFormat:
 
 def _write_geojson(job: ExportJob, out: BinaryIO) -> None:
     out.write(export_geojson(job.annotations, job.frame, job.option("crs")))
+
+
+def _gis_writer(fmt: GisFormat) -> Callable[[ExportJob, BinaryIO], None]:
+    def write(job: ExportJob, out: BinaryIO) -> None:
+        export_gis(job.annotations, job.frame, fmt, out, job.option("crs"))
+
+    return write
 
 
 def _write_coco(job: ExportJob, out: BinaryIO) -> None:
@@ -152,6 +164,14 @@ EXPORTS: dict[str, ExportFormat] = {
             "coco", "application/json; charset=utf-8", ".coco.json", _write_coco,
             frozenset({"segmentation"}),
         ),
+        ExportFormat(
+            "gpkg", "application/geopackage+sqlite3", ".gpkg", _gis_writer(GPKG),
+            frozenset({"crs"}), plane_only=True,
+        ),
+        ExportFormat(
+            "fgb", "application/vnd.flatgeobuf", ".fgb", _gis_writer(FLATGEOBUF),
+            frozenset({"crs"}), plane_only=True,
+        ),
         ExportFormat("masks", "application/zip", ".masks.zip", _write_masks),
         ExportFormat("chips", "application/zip", ".chips.zip", write_chips, CHIP_OPTIONS),
         ExportFormat(
@@ -192,12 +212,25 @@ def _read_dicom_seg(
     return ImportSource(found.collection(), "pixel", found.summary())
 
 
+def _gis_reader(
+    fmt: GisFormat,
+) -> Callable[[bytes, ImageFrame, str, Any, str | None], ImportSource]:
+    def read(
+        body: bytes, frame: ImageFrame, name: str, source: Any, crs: str | None
+    ) -> ImportSource:
+        return ImportSource(*read_gis(body, frame, fmt, crs))
+
+    return read
+
+
 IMPORTS: dict[str, ImportFormat] = {
     f.name: f
     for f in (
         ImportFormat("geojson", _read_geojson),
         ImportFormat("coco", _read_coco),
         ImportFormat("dicom-seg", _read_dicom_seg),
+        ImportFormat("gpkg", _gis_reader(GPKG)),
+        ImportFormat("fgb", _gis_reader(FLATGEOBUF)),
     )
 }
 
