@@ -197,6 +197,21 @@ def settle(page: Page) -> None:
     page.wait_for_timeout(300)
 
 
+def zoom_by(page: Page, button: str, factor: float) -> None:
+    """Click a zoom button and wait for the end of its animation: the status bar's zoom has moved
+    by `factor` (it changes at the end of a move) and the tiles are drawn."""
+    zoom = page.locator("#status-zoom")
+    before = float(zoom.inner_text().split()[0])
+    page.locator(button).click()
+    page.wait_for_function(
+        "([before, factor]) => {"
+        " const now = parseFloat(document.querySelector('#status-zoom').textContent);"
+        " return Math.abs(now / (before * factor) - 1) < 0.03; }",
+        arg=[before, factor],
+    )
+    page.wait_for_function("!document.querySelector('#map').classList.contains('is-loading')")
+
+
 def scale_bar_metres_per_px(page: Page) -> tuple[float, str]:
     """What the scale bar says one screen pixel is, in metres: its label over its drawn width."""
     inner = page.locator(".ol-scale-line-inner")
@@ -323,16 +338,15 @@ def test_scale_bar_reads_the_ground_distance(page: Page, cserver: Server) -> Non
     place, _ = find_image(map_picture(page)[0], [RED, GREEN, BLUE], GEO_W)
     screen_per_pixel = place.scale
     for step in range(2):
+        if step == 1:
+            # A click on + halves the resolution: twice the drawn size (the viewer stops at 400 %).
+            zoom_by(page, ".ol-zoom-in", 2)
+            settle(page)
+            screen_per_pixel *= 2
         metres, text = scale_bar_metres_per_px(page)
         assert text.endswith(" m"), text
         assert_close(metres, GEO_PIXEL / screen_per_pixel, SCALE_TOLERANCE, f"UTM scale bar {text}")
         keep_screenshot(page, f"chrome-scale-utm-{step}")
-        # A click on + halves the resolution: twice the drawn size (the viewer stops at 400 %).
-        page.locator(".ol-zoom-in").click()
-        page.wait_for_timeout(400)
-        wait_rendered(page, GEO_ID)
-        settle(page)
-        screen_per_pixel *= 2
 
     # EPSG:4326: degrees times the length of a degree of longitude at the view's latitude (the
     # image's centre once fitted), from pyproj's geodesic on the WGS84 ellipsoid.
@@ -430,10 +444,7 @@ def test_webmercator_mode_over_the_basemap(page: Page, cserver: Server) -> None:
 
     # Zoom out twice so that the basemap's lines are in view.
     for _ in range(2):
-        page.locator(".ol-zoom-out").click()
-        page.wait_for_timeout(350)
-    page.wait_for_selector('#map[data-state="ready"]')
-    page.wait_for_function("!document.querySelector('#map').classList.contains('is-loading')")
+        zoom_by(page, ".ol-zoom-out", 0.5)
     settle(page)
     pic, (map_x, map_y) = map_picture(page)
     keep_screenshot(page, "chrome-webmercator")
