@@ -53,7 +53,7 @@ export class AnnotationList {
     };
     this.selects = { label: select('label', 'Label'), author: select('author', 'Author'), status: select('status', 'Status') };
     this.unsaved = el('ul', { className: 'annot-list annot-unsaved', attrs: { id: 'annotation-unsaved' } });
-    this.items = el('ul', { className: 'annot-list', attrs: { id: 'annotation-list-items' } });
+    this.items = el('ul', { className: 'annot-list', attrs: { id: 'annotation-list-items', role: 'listbox', 'aria-label': 'Annotations' } });
     root.replaceChildren(
       el('section', { className: 'control' }, [
         el('h3', { className: 'control-title' }, ['Annotations ', this.count]),
@@ -147,7 +147,7 @@ export class AnnotationList {
           'li',
           {
             className: 'annot-item',
-            attrs: { tabindex: '0', role: 'button', 'aria-selected': String(this.selected.has(String(feature.id))) },
+            attrs: { tabindex: '0', role: 'option', 'aria-selected': String(this.selected.has(String(feature.id))) },
             dataset: { id: String(feature.id ?? ''), status, label: p.label, author: p.author ?? '' },
           },
           [
