@@ -271,3 +271,70 @@ def test_cli_export_and_import(fmt: str, geo_copy: Path, tmp_path: Path, shared_
         assert cli_main(["export", *common, "--format", "geojson", "--db", db_url,
                          "--crs", "image", "-o", str(path)]) == 0  # fmt: skip
     _assert_same_annotations(json.loads(first.read_text()), json.loads(second.read_text()), 1e-9)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_import_a_file_written_by_ogr2ogr(
+    fmt: str, serve_dirs: Any, geo_copy: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    """The real building outlines converted by the system's GDAL (another writer than ours):
+    every field not ours is kept in attributes, every vertex comes in unchanged."""
+    driver, _, suffix = FORMATS[fmt]
+    src = shared_data / "vector" / "geotiff_labels.geojson"
+    converted = tmp_path / f"buildings{suffix}"
+    subprocess.run(["ogr2ogr", "-f", driver, str(converted), str(src)], check=True,
+                   capture_output=True)  # fmt: skip
+    server = serve_dirs(geo_copy)
+    r = _import(server, fmt, converted.read_bytes(), "&label=building&dry_run=1")
+    assert r.status_code == 200, r.text
+    assert r.json()["would_create"] == 43 and r.json()["crs"] == "EPSG:32616"
+    r = _import(server, fmt, converted.read_bytes(), "&label=building")
+    assert r.status_code == 201 and r.json()["created"] == 43, r.text
+    doc = server.get(f"/api/v1/images/{IMAGE}/export?format=geojson&crs=image").json()
+    by_osm = {f["properties"]["attributes"]["osm_id"]: f for f in doc["features"]}
+    for b in json.loads(src.read_text())["features"]:
+        mine = by_osm[b["properties"]["osm_id"]]
+        assert mine["properties"]["label"] == "building"
+        assert mine["properties"]["attributes"]["building"] == b["properties"]["building"]
+        truth = shapely.orient_polygons(shapely.geometry.shape(b["geometry"]), exterior_cw=False)
+        _same(shapely.geometry.shape(mine["geometry"]), truth, 1e-9)
+
+
+def test_image_without_georeference_writes_pixels_without_crs(
+    serve_dirs: Any, make_raster: Any, tmp_path: Path
+) -> None:
+    path = make_raster(np.zeros((1, 300, 400), dtype=np.uint8), name="plain.tif", crs=None)
+    server = serve_dirs(path.parent)
+    image = server.image_id("plain.tif")
+    ring = [[10.5, 20.25], [110.0, 20.25], [110.0, 90.75], [10.5, 90.75], [10.5, 20.25]]
+    feat = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"label": "cell"}}  # fmt: skip
+    r = requests.post(f"{server.url}/api/v1/images/{image}/annotations?crs=pixel", json=feat,
+                      headers=_headers(server), timeout=60)  # fmt: skip
+    assert r.status_code == 201, r.text
+    for fmt, (_, _, suffix) in FORMATS.items():
+        r = server.get(f"/api/v1/images/{image}/export?format={fmt}")
+        assert r.status_code == 200, r.text
+        out = tmp_path / f"plain{suffix}"
+        out.write_bytes(r.content)
+        meta, _, wkb, _ = pyogrio.raw.read(str(out))
+        assert meta["crs"] is None
+        _same(shapely.from_wkb(wkb[0]), shapely.Polygon(ring), 1e-9)
+        assert (
+            server.get(f"/api/v1/images/{image}/export?format={fmt}&crs=EPSG:3857").status_code
+            == 400
+        )
+        # read back without a CRS: the image's own coordinates
+        url = f"{server.url}/api/v1/images/{image}/import?format={fmt}&dry_run=1"
+        r = requests.post(url, data=out.read_bytes(), headers=_headers(server), timeout=60)
+        assert r.status_code == 200 and r.json()["would_create"] == 1, r.text
+
+
+def test_openapi_lists_the_formats() -> None:
+    from tileserver.web.openapi import openapi_document
+
+    paths = openapi_document()["paths"]
+    for path, method in (("/api/v1/images/{id}/export", "get"),
+                         ("/api/v1/images/{id}/import", "post")):  # fmt: skip
+        (fmt,) = [p for p in paths[path][method]["parameters"] if p.get("name") == "format"]
+        assert {"gpkg", "fgb"} <= set(fmt["schema"]["enum"])

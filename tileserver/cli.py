@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="polygon",
         help="COCO: polygons as COCO polygons (default) or rasterised RLE",
     )
-    p.add_argument("--crs", help="world (WGS84, default), image, EPSG:n or pixel")
+    p.add_argument(
+        "--crs",
+        help="world (WGS84; geojson's default), image (gpkg's and fgb's default), EPSG:n or pixel",
+    )
     p.add_argument(
         "--seg-type", choices=["binary", "fractional"], help="DICOM-SEG: segmentation type"
     )
@@ -111,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--image", required=True, metavar="ID", help="the image id (as in the API)")
     p.add_argument("--format", required=True, choices=list(IMPORTS))
-    p.add_argument("--crs", help="the file's CRS when it names none (EPSG:n); default WGS84")
+    p.add_argument(
+        "--crs", help="the file's CRS (EPSG:n or pixel); default: the one it names, else WGS84"
+    )
     p.add_argument("--label", help="the label of features without properties.label")
     p.add_argument("--user", default="admin", help="the author to record (default: admin)")
     p.add_argument("--dry-run", action="store_true", help="report, store nothing")

@@ -173,18 +173,35 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/images/{id}/export": {
                 "get": {
                     "summary": "export annotations as a file: GeoJSON (RFC 7946 WGS84, or "
-                    "crs=image|EPSG:n|pixel), COCO, DICOM-SEG, a ZIP of PNG masks or NIfTI "
-                    "(volumes: a ZIP of image.nii.gz, labels.nii.gz and labels.json, or one)",
+                    "crs=image|EPSG:n|pixel), GeoPackage or FlatGeobuf (2D images; the image's "
+                    "CRS unless crs=world|EPSG:n|pixel), COCO, DICOM-SEG, a ZIP of PNG masks or "
+                    "NIfTI (volumes: a ZIP of image.nii.gz, labels.nii.gz and labels.json, or one)",
                     "parameters": [
                         image_id,
                         _param(
                             "format",
                             "query",
-                            {"enum": ["geojson", "coco", "dicom-seg", "masks", "nifti"]},
+                            {
+                                "enum": [
+                                    "geojson",
+                                    "gpkg",
+                                    "fgb",
+                                    "coco",
+                                    "dicom-seg",
+                                    "masks",
+                                    "nifti",
+                                ]
+                            },
                             "format",
                             True,
                         ),
-                        _param("crs", "query", {"type": "string"}, "GeoJSON: image, EPSG:n, pixel"),
+                        _param(
+                            "crs",
+                            "query",
+                            {"type": "string"},
+                            "GeoJSON (default world), gpkg, fgb (default image): "
+                            "world, image, EPSG:n, pixel",
+                        ),
                         _param("labels", "query", {"type": "string"}, "labels (and sub-labels)"),
                         _param("status", "query", {"type": "string"}, "statuses, comma-separated"),
                         _param("segmentation", "query", {"enum": ["polygon", "rle"]}, "COCO"),
@@ -203,7 +220,8 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/images/{id}/import": {
                 "post": {
-                    "summary": "import GeoJSON (any CRS), COCO or DICOM-SEG (volumes: one mask "
+                    "summary": "import GeoJSON (any CRS), GeoPackage or FlatGeobuf (the first "
+                    "layer, in its CRS), COCO or DICOM-SEG (volumes: one mask "
                     "per segment per slice, placed by position; the frame of reference must "
                     "match, else 422); all or nothing, with a dry run that lists every rejected "
                     "feature and why (and, for a SEG, what each segment holds)",
@@ -212,7 +230,7 @@ def openapi_document() -> dict[str, Any]:
                         _param(
                             "format",
                             "query",
-                            {"enum": ["geojson", "coco", "dicom-seg"]},
+                            {"enum": ["geojson", "gpkg", "fgb", "coco", "dicom-seg"]},
                             "format",
                             True,
                         ),
