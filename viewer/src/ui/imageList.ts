@@ -181,7 +181,16 @@ export class ImageList {
 function thumbnail(image: ImageSummary): HTMLElement {
   const img = el('img', {
     className: 'image-thumb-img',
-    attrs: { src: thumbnailUrl(image), loading: 'lazy', decoding: 'async', alt: '', width: String(THUMB_PX), height: String(THUMB_PX) },
+    // Low priority: the map's own tiles come first.
+    attrs: {
+      src: thumbnailUrl(image),
+      loading: 'lazy',
+      decoding: 'async',
+      fetchpriority: 'low',
+      alt: '',
+      width: String(THUMB_PX),
+      height: String(THUMB_PX),
+    },
   });
   const crop = el('span', { className: 'image-thumb-crop' }, [img]);
   const box = el('span', { className: 'image-thumb', attrs: { 'aria-hidden': 'true' } }, [crop]);
