@@ -702,3 +702,41 @@ def test_shift_drag_draws_freehand_with_the_polygon_tool(
     assert (np.minimum(dx, dy) <= place.tol).all(), ring
     assert ring[:, 0].min() >= 380 - place.tol and ring[:, 0].max() <= 480 + place.tol
     assert ring[:, 1].min() >= 60 - place.tol and ring[:, 1].max() <= 160 + place.tol
+
+
+def test_a_failed_edit_is_kept_and_retried(page: Page, aserver: Setup, tmp_path: Path) -> None:
+    server = aserver.server
+    place = open_as(page, server)
+    clear_annotations(page, server)
+    stored = post(page, server, polygon("field", square(300, 200, 40)))
+    page.reload()
+    wait_ready(page, GEO_ID)
+    wait_count(page, 1)
+    edits = lambda url: url.split("?")[0].endswith(f"/api/v1/annotations/{stored['id']}")  # noqa: E731
+    page.route(
+        edits, lambda route: route.abort() if route.request.method == "PUT" else route.continue_()
+    )
+    page.mouse.click(*place.at(300, 200))
+    page.wait_for_timeout(400)
+    vx, vy = place.at(340, 240)  # the bottom-right corner
+    page.mouse.move(vx, vy)
+    page.mouse.down()
+    page.mouse.move(vx + 10, vy, steps=3)
+    page.mouse.move(vx + 24, vy, steps=3)
+    page.mouse.up()
+    # The server was not reached: the edit is kept (listed, in localStorage), the shape stays moved.
+    page.wait_for_selector('#annotation-unsaved .annot-item[data-op="update"]')
+    kept = json.loads(page.evaluate(f"localStorage.getItem('tessera.pending.{GEO_ID}')"))
+    assert [(k["op"], k["id"], k["version"]) for k in kept] == [("update", stored["id"], 1)]
+    (on_server,) = features(page, server)
+    assert on_server["properties"]["version"] == 1
+    page.unroute(edits)
+    with page.expect_response(lambda r: r.request.method == "PUT") as put:
+        page.locator("#annotation-unsaved .annot-retry").first.click()
+    assert put.value.status == 200 and put.value.request.headers.get("if-match") == '"1"'
+    page.wait_for_selector("#annotation-unsaved .annot-item", state="detached")
+    (saved,) = features(page, server)
+    ring = np.array(saved["geometry"]["coordinates"][0][:-1], dtype=float)
+    moved = np.array([(260, 160), (340, 160), (340 + 24 / place.scale, 240), (260, 240)])
+    assert same_ring(ring, moved, place.tol), ring
+    assert page.evaluate(f"localStorage.getItem('tessera.pending.{GEO_ID}')") is None
