@@ -42,11 +42,10 @@ brush masks, polygons with holes, and everything with ``segmentation=rle``).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
@@ -379,7 +378,6 @@ def prepare_instances(
     index = classes.index
     sx, sy = scale
     per_pixel = np.array([sx, sy], dtype=np.float64)
-    found: list[tuple[float, int, Instance]] = []
     shaped = [
         a for a in annotations if a.content.kind in SHAPE_KINDS and a.content.geometry is not None
     ]
@@ -397,30 +395,32 @@ def prepare_instances(
         on_grid[n] = repaired if repaired is not None else shapely.Polygon()
     keep = ~shapely.is_empty(on_grid) if len(on_grid) else np.zeros(0, dtype=bool)
     kept = on_grid[keep]
-    # Vectorised: GeoJSON text from GEOS is much faster than shapely's __geo_interface__.
-    geojsons = [json.loads(g) for g in shapely.to_geojson(kept)] if len(kept) else []
-    bounds = shapely.bounds(kept) if len(kept) else np.zeros((0, 4))
-    areas = shapely.area(kept) if len(kept) else np.zeros(0)
     ones = [a for a, k in zip(geometry_ones, keep, strict=True) if k]
-    simple = _simple_polygon_rings(kept)
-    for i, (a, shape) in enumerate(zip(ones, kept, strict=True)):
-        x0, y0, x1, y1 = (float(v) for v in bounds[i])
-        holes, rings = simple[i] if i in simple else (_has_holes(shape), _exteriors(shape))
-        inst = Instance(
-            a.id, a.label, index[a.label], shape, None, shape, float(areas[i]),
-            geojson=geojsons[i], bounds=(x0, y0, x1, y1), holes=holes,
-            exteriors=() if holes else rings,
-        )  # fmt: skip
-        found.append((inst.area, a.id, inst))
+    found: list[tuple[float, int, dict[str, Any]]] = []
+    if len(kept):
+        bounds, areas = shapely.bounds(kept).tolist(), shapely.area(kept).tolist()
+        for i, (geojson, holes, rings) in enumerate(_ring_arrays(kept)):
+            a = ones[i]
+            fields = {
+                "annotation_id": a.id, "label": a.label, "class_index": index[a.label],
+                "shape": kept[i], "mask": None, "footprint": kept[i], "area": areas[i],
+                "geojson": geojson, "bounds": tuple(bounds[i]), "holes": holes,
+                "exteriors": () if holes else rings,
+            }  # fmt: skip
+            found.append((areas[i], a.id, fields))
     for a in shaped:
         m = a.content.mask
         if m is None:
             continue
         box = shapely.box(m.col / sx, m.row / sy, (m.col + m.width) / sx, (m.row + m.height) / sy)
-        inst = Instance(a.id, a.label, index[a.label], None, m, box, m.area / (sx * sy))
-        found.append((inst.area, a.id, inst))
+        area = m.area / (sx * sy)
+        fields = {
+            "annotation_id": a.id, "label": a.label, "class_index": index[a.label],
+            "shape": None, "mask": m, "footprint": box, "area": area,
+        }  # fmt: skip
+        found.append((area, a.id, fields))
     found.sort(key=lambda t: (-t[0], t[1]))
-    ranked = [replace(inst, rank=rank) for rank, (_, _, inst) in enumerate(found)]
+    ranked = [Instance(**fields, rank=rank) for rank, (_, _, fields) in enumerate(found)]
     return ranked, len(annotations) - len(shaped)
 
 
@@ -453,22 +453,33 @@ def _exteriors(shape: BaseGeometry) -> tuple[npt.NDArray[np.float64], ...]:
     return tuple(shapely.get_coordinates(shapely.get_exterior_ring(p))[:-1] for p in polys)
 
 
-def _simple_polygon_rings(
+def _ring_arrays(
     shapes: npt.NDArray[np.object_],
-) -> dict[int, tuple[bool, tuple[npt.NDArray[np.float64], ...]]]:
-    """``{index: (has holes, (exterior ring,))}`` of the plain polygons among ``shapes``, in
-    one vectorised pass (multipolygons are left to ``_exteriors``)."""
-    if len(shapes) == 0:
-        return {}
-    polys = np.flatnonzero(shapely.get_type_id(shapes) == 3)
-    if len(polys) == 0:
-        return {}
-    holes = shapely.get_num_interior_rings(shapes[polys]) > 0
-    coords, owner = shapely.get_coordinates(
-        shapely.get_exterior_ring(shapes[polys]), return_index=True
-    )
-    rings = np.split(coords, np.flatnonzero(np.diff(owner)) + 1)
-    return {int(n): (bool(h), (ring[:-1],)) for n, h, ring in zip(polys, holes, rings, strict=True)}
+) -> list[tuple[dict[str, Any], bool, tuple[npt.NDArray[np.float64], ...]]]:
+    """Per polygon or multipolygon: a GeoJSON-like dict for rasterio (rings as tuples of
+    tuples, which rasterio walks several times faster than lists, NumPy arrays or shapely
+    objects), whether it has holes, and its exterior rings (NumPy, without their closing
+    points, for COCO). All shapes in one vectorised pass."""
+    parts, shape_of_part = shapely.get_parts(shapes, return_index=True)
+    rings, part_of_ring = shapely.get_rings(parts, return_index=True)
+    coords, ring_of_coord = shapely.get_coordinates(rings, return_index=True)
+    counts = np.bincount(ring_of_coord, minlength=len(rings))
+    ring_coords = np.split(coords, np.cumsum(counts)[:-1])
+    polys: list[list[npt.NDArray[np.float64]]] = [[] for _ in range(len(parts))]
+    for ring, part in zip(ring_coords, part_of_ring.tolist(), strict=True):
+        polys[part].append(ring)
+    per_shape: list[list[list[npt.NDArray[np.float64]]]] = [[] for _ in range(len(shapes))]
+    for poly, owner in zip(polys, shape_of_part.tolist(), strict=True):
+        per_shape[owner].append(poly)
+    out = []
+    for ps in per_shape:
+        rings_t = [tuple(tuple(map(tuple, ring.tolist())) for ring in p) for p in ps]
+        if len(ps) == 1:
+            geojson: dict[str, Any] = {"type": "Polygon", "coordinates": rings_t[0]}
+        else:
+            geojson = {"type": "MultiPolygon", "coordinates": rings_t}
+        out.append((geojson, any(len(p) > 1 for p in ps), tuple(p[0][:-1] for p in ps)))
+    return out
 
 
 def _polygons_flat(
