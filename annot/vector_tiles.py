@@ -20,23 +20,24 @@ Pure: no web code. ``encode_tile`` is the whole pipeline from pixel-space shapes
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import mapbox_vector_tile
 import numpy as np
 import numpy.typing as npt
 import orjson
 import shapely
-from mapbox_vector_tile.encoder import on_invalid_geometry_make_valid
 from shapely.geometry.base import BaseGeometry
 
 from annot.errors import BadRequest
 from annot.frames import ImageFrame, VolumeFrame
 from annot.geometry import lies_on_plane, map_coords, map_many, plane_intersection
 from annot.model import Plane
+from annot.mvt import MvtFeature, encode_layer
 from annot.storage.base import MAX_PAGE, Region, Store
 
 EXTENT = 4096
@@ -46,6 +47,8 @@ SIMPLIFY_SCREEN_PX = 0.5  # simplification tolerance
 TINY_SCREEN_PX = 2.0  # a shape whose bounds fit in this many screen pixels becomes a point
 CELL_SCREEN_PX = 4  # tiny shapes sharing one such cell become one point with a count
 PROPERTY_KEYS = ("label", "status", "author")
+LABEL_PREFIX = '{"label":'
+_STRING = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -116,16 +119,34 @@ def tile_address(z: int, x: int, y: int, width: int, height: int, tile_size: int
 @dataclass(frozen=True)
 class TileShapes:
     """Annotations meeting a tile: ids, geometries in full-resolution pixel coordinates (2D),
-    and ``label``/``status``/``author`` of each."""
+    and the properties of each (with ``label``, ``status``, ``author``), as a dict or as the
+    JSON text a store keeps (``annot.features.properties_text``: parsed only when needed)."""
 
     ids: list[int]
     geometries: npt.NDArray[np.object_]
-    properties: list[dict[str, Any]]
+    properties: Sequence[dict[str, Any] | str]
+
+    def props(self, i: int) -> dict[str, Any]:
+        p = self.properties[i]
+        parsed: dict[str, Any] = orjson.loads(p) if isinstance(p, str) else p
+        return parsed
+
+    def label(self, i: int) -> str:
+        """Only the label: it opens the stored text (``{"label":"...",``), so the label alone
+        is decoded for the thousands of shapes that an aggregate counts."""
+        p = self.properties[i]
+        if isinstance(p, str) and p.startswith(LABEL_PREFIX):
+            try:
+                value, _ = _STRING.raw_decode(p, len(LABEL_PREFIX))
+                return str(value)
+            except ValueError:
+                pass
+        return str(self.props(i).get("label", ""))
 
 
 def encode_tile(tile: TileAddress, shapes: TileShapes) -> bytes:
     """The MVT bytes of one tile (layer ``annotations``; see the module docstring)."""
-    features: list[dict[str, Any]] = []
+    features: list[MvtFeature] = []
     if len(shapes.ids):
         geoms = shapely.transform(shapes.geometries, tile.to_units)
         lo = np.asarray(shapely.bounds(geoms))
@@ -138,24 +159,17 @@ def encode_tile(tile: TileAddress, shapes: TileShapes) -> bytes:
             [(lo[small, 0] + lo[small, 2]) / 2, (lo[small, 1] + lo[small, 3]) / 2]
         )
         features.extend(_points(tile, shapes, centres, small))
-    options = {
-        "extents": EXTENT,
-        "y_coord_down": True,
-        "on_invalid_geometry": on_invalid_geometry_make_valid,
-    }
-    layer = {"name": LAYER, "features": features}
-    data: bytes = mapbox_vector_tile.encode([layer], default_options=options)
-    return data
+    return encode_layer(LAYER, features, EXTENT)
 
 
-def _props(shapes: TileShapes, i: int) -> dict[str, Any]:
-    p = shapes.properties[i]
+def _props(shapes: TileShapes, i: int) -> dict[str, str | int]:
+    p = shapes.props(i)
     return {"id": shapes.ids[i], **{k: str(p.get(k, "")) for k in PROPERTY_KEYS}}
 
 
 def _clipped(
     tile: TileAddress, shapes: TileShapes, geoms: npt.NDArray[np.object_], idx: npt.NDArray[Any]
-) -> list[dict[str, Any]]:
+) -> list[MvtFeature]:
     """Shapes big enough to see: clipped to the buffered tile and simplified."""
     if len(idx) == 0:
         return []
@@ -168,7 +182,7 @@ def _clipped(
         if g is None or g.is_empty:
             continue  # its bounds met the tile, the shape itself does not
         for part in _plain_parts(g):
-            out.append({"geometry": part, "properties": _props(shapes, i), "id": shapes.ids[i]})
+            out.append(MvtFeature(part, _props(shapes, i), shapes.ids[i]))
     return out
 
 
@@ -189,7 +203,7 @@ def _plain_parts(g: BaseGeometry) -> list[BaseGeometry]:
 
 def _points(
     tile: TileAddress, shapes: TileShapes, centres: npt.NDArray[np.float64], idx: npt.NDArray[Any]
-) -> list[dict[str, Any]]:
+) -> list[MvtFeature]:
     """Tiny shapes as points, those sharing a cell as one point with a ``count``; only the
     points inside this tile (each tiny shape is counted by exactly one tile)."""
     if len(idx) == 0:
@@ -208,16 +222,13 @@ def _points(
         if e - s == 1:
             i = int(idx[s])
             point = shapely.Point(centres[s])
-            out.append({"geometry": point, "properties": _props(shapes, i), "id": shapes.ids[i]})
+            out.append(MvtFeature(point, _props(shapes, i), shapes.ids[i]))
             continue
         members = idx[s:e].tolist()
-        labels = Counter(str(shapes.properties[i].get("label", "")) for i in members)
-        out.append(
-            {
-                "geometry": shapely.Point(centres[s:e].mean(axis=0)),
-                "properties": {"count": e - s, "label": labels.most_common(1)[0][0]},
-            }
-        )
+        labels = Counter(shapes.label(i) for i in members)
+        label = labels.most_common(1)[0][0]
+        centre = shapely.Point(centres[s:e].mean(axis=0))
+        out.append(MvtFeature(centre, {"count": e - s, "label": label}))
     return out
 
 
@@ -240,23 +251,11 @@ def tile_shapes(
         if slice_plane is None:
             raise BadRequest("volume tiles need slice (and plane)")
         return _volume_shapes(store, image_id, frame, box, *slice_plane)
-    shape = map_coords(shapely.box(*box), frame.pixel_to_world, 2)
-    minx, miny, maxx, maxy = shape.bounds
-    region = Region((minx, miny, maxx, maxy, 0.0, 0.0), shape)
-    ids: list[int] = []
-    geoms: list[npt.NDArray[np.object_]] = []
-    props: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = store.query_page(image_id, region, after, MAX_PAGE)
-        ids.extend(page.ids)
-        geoms.append(page.geometries)
-        props.extend(orjson.loads(t) for t in page.properties)
-        if len(page.ids) < MAX_PAGE:
-            break
-        after = page.ids[-1]
-    world = np.concatenate(geoms) if geoms else np.empty(0, dtype=object)
-    return TileShapes(ids, map_many(world, frame.world_to_pixel, 2), props)
+    # Bounds only: a shape that does not reach the tile clips to nothing, and a tiny one's
+    # point falls outside it; either way it is left out.
+    minx, miny, maxx, maxy = map_coords(shapely.box(*box), frame.pixel_to_world, 2).bounds
+    page = store.query_bounds(image_id, Region((minx, miny, maxx, maxy, 0.0, 0.0)))
+    return TileShapes(page.ids, map_many(page.geometries, frame.world_to_pixel, 2), page.properties)
 
 
 def _volume_shapes(

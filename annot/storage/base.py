@@ -170,6 +170,11 @@ class Store(Protocol):
         for that frame key and crs (``FeaturePage.texts``)."""
         ...
 
+    def query_bounds(self, image_id: str, region: Region) -> FeaturePage:
+        """Every annotation whose bounds meet ``region.bounds`` (2D: x and y), in one read,
+        not paged and with no exact shape test: what the vector tiles read per tile."""
+        ...
+
     def count(self, image_id: str) -> int: ...
 
     # history

@@ -708,6 +708,20 @@ class PostgisStore:
             [r[3] for r in rows] if cached is not None else None,
         )
 
+    def query_bounds(self, image_id: str, region: Region) -> FeaturePage:
+        x0, y0, x1, y1, _, _ = region.bounds
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, ST_AsBinary(geom), props FROM annotations "
+                "WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s) AND image_id = %s ORDER BY id",
+                (x0, y0, x1, y1, image_id),
+            )
+            .fetchall()
+        )
+        geoms = shapely.from_wkb([r[1] for r in rows]) if rows else np.empty(0, dtype=object)
+        return FeaturePage([r[0] for r in rows], geoms, [r[2] for r in rows])
+
     def count(self, image_id: str) -> int:
         row = (
             self._conn()

@@ -804,6 +804,21 @@ class SqliteStore:
             [texts[i] for i in order],
         )
 
+    def query_bounds(self, image_id: str, region: Region) -> FeaturePage:
+        conn = self._conn()
+        tree = self._tree(conn, image_id)
+        if tree is None:
+            return FeaturePage([], np.empty(0, dtype=object), [])
+        x0, y0, x1, y1, _, _ = region.bounds
+        rows = conn.execute(
+            f"SELECT a.id, a.geom, a.props FROM {tree[0]} r JOIN annotations a ON a.id = r.id "
+            "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? "
+            "AND a.maxx >= ? AND a.minx <= ? AND a.maxy >= ? AND a.miny <= ? ORDER BY a.id",
+            (x1, x0, y1, y0, x0, x1, y0, y1),
+        ).fetchall()
+        geoms = shapely.from_wkb([r[1] for r in rows]) if rows else np.empty(0, dtype=object)
+        return FeaturePage([r[0] for r in rows], geoms, [r[2] for r in rows])
+
     def count(self, image_id: str) -> int:
         row = (
             self._conn()

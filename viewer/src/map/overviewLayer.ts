@@ -61,6 +61,8 @@ export class OverviewLayer {
   private version = 0;
   private on = false;
   private checkTimer: number | null = null;
+  /** Tiles on their way: until they are in, the count in view is not known. */
+  private loadingTiles = 0;
   private readonly styles = new Map<string, Style>();
   /** `#overview=off` in the address (when the page opens) keeps it off: the benchmark's baseline. */
   private readonly enabled = new URLSearchParams(window.location.hash.replace(/^#/, '')).get('overview') !== 'off';
@@ -91,6 +93,7 @@ export class OverviewLayer {
     this.image = image;
     this.volume = volume;
     this.styles.clear(); // label colours may have changed
+    this.loadingTiles = 0;
     this.layer.setSource(image && this.enabled ? this.makeSource(image) : null);
     this.check();
   }
@@ -117,7 +120,15 @@ export class OverviewLayer {
       wrapX: false,
       transition: 0,
     });
-    source.on('tileloadend', () => this.scheduleCheck());
+    source.on('tileloadstart', () => {
+      this.loadingTiles += 1;
+    });
+    const loaded = (): void => {
+      this.loadingTiles = Math.max(0, this.loadingTiles - 1);
+      this.scheduleCheck();
+    };
+    source.on('tileloadend', loaded);
+    source.on('tileloaderror', loaded);
     return source;
   }
 
@@ -145,7 +156,13 @@ export class OverviewLayer {
       this.setOn(false);
       return;
     }
-    this.setOn(resolution > EDITABLE_MAX_RESOLUTION || this.countInView() > EDITABLE_MAX_FEATURES);
+    if (resolution > EDITABLE_MAX_RESOLUTION) {
+      this.setOn(true);
+    } else if (this.loadingTiles === 0) {
+      // Only on loaded tiles: while they load, the count is the previous zoom's (or none), and
+      // switching on it would make the editor load a page it drops a moment later.
+      this.setOn(this.countInView() > EDITABLE_MAX_FEATURES);
+    }
   }
 
   private setOn(on: boolean): void {
