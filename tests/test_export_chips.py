@@ -544,6 +544,35 @@ def test_an_invalid_stored_shape_is_repaired_not_fatal(scene_path: Path) -> None
     assert np.array_equal(mask[0] > 0, want > 0) and want.sum() > 1000
 
 
+def test_plain_tiff_chips_use_its_pixel_grid(make_raster: Any) -> None:
+    data = np.random.default_rng(4).integers(0, 60000, (1, 300, 420), dtype=np.uint16)
+    path = make_raster(data, name="plain.tif", crs=None)
+    source = GeoTIFFSource("plain", path, path.name)
+    frame = frame_from_metadata(420, 300, source.info.extra)
+    assert source.info.kind == "tiff" and not isinstance(frame, GeoFrame)
+    anns = [_annotation(1, "field", Content(Kind.polygon, "field",
+                                            shapely.box(30.3, 40.6, 250.2, 210.9))),
+            _annotation(2, "car", Content(Kind.box, "car", shapely.box(100.2, 100.3, 120.6, 111.7)))]  # fmt: skip
+    job = ExportJob("plain", path.name, frame, source, _project(), anns,
+                    {"size": "64", "resolution": "2", "mode": "grid"})  # fmt: skip
+    zf = _export(job)
+    manifest = _check_chips(zf, path, anns, full_resolution=False)
+    assert manifest["crs"] is None and manifest["scale"] == [2.0, 2.0]
+    assert len(manifest["chips"]) == len(ChipGrid.for_image(420, 300, 64, 0, (2.0, 2.0)).windows())
+    assert manifest["totals"]["classes"]["car"]["instances"] >= 1
+
+
+def test_openapi_lists_chips_and_its_options() -> None:
+    from annot.export.chips import CHIP_OPTIONS
+    from tileserver.web.openapi import openapi_document
+
+    params = openapi_document()["paths"]["/api/v1/images/{id}/export"]["get"]["parameters"]
+    (fmt,) = [p for p in params if p.get("name") == "format"]
+    assert "chips" in fmt["schema"]["enum"]
+    assert CHIP_OPTIONS <= {p.get("name") for p in params}
+    assert set(EXPORTS["chips"].options) == CHIP_OPTIONS
+
+
 # -- tests: real GeoTIFFs -----------------------------------------------------------------------
 
 

@@ -19,6 +19,27 @@ def _param(
     }
 
 
+def _chips_params() -> list[dict[str, Any]]:
+    """The chips export's options (``annot.export.chips``)."""
+    number, integer, text = {"type": "number"}, {"type": "integer"}, {"type": "string"}
+    return [
+        _param(name, "query", schema, "chips: " + what)
+        for name, schema, what in (
+            ("size", integer, "chip side in pixels (default 512)"),
+            ("resolution", number, "chip pixel size in the image's CRS units"),
+            ("level", integer, "or the file's pyramid level (0: full resolution)"),
+            ("overlap", integer, "pixels shared by neighbouring chips (default 0)"),
+            ("mode", {"enum": ["annotated", "grid"]}, "annotated chips only (default) or all"),
+            ("chip_format", {"enum": ["geotiff", "png"]}, "chip files (default geotiff)"),
+            ("split", text, "train,val,test fractions (default 0.8,0.1,0.1)"),
+            ("split_by", {"enum": ["area", "image"]}, "hash key of the split (default area)"),
+            ("seed", integer, "seed of the split hash (default 0)"),
+            ("cell", number, "split_by=area: cell side in CRS units (default 4 chips)"),
+            ("bands", text, "1-based bands to keep (default all)"),
+        )
+    ]
+
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 INT = {"type": "integer", "minimum": 0}
 TILE_QUERY = [
@@ -175,7 +196,9 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "export annotations as a file: GeoJSON (RFC 7946 WGS84, or "
                     "crs=image|EPSG:n|pixel), GeoPackage or FlatGeobuf (2D images; the image's "
                     "CRS unless crs=world|EPSG:n|pixel), COCO, DICOM-SEG, a ZIP of PNG masks or "
-                    "NIfTI (volumes: a ZIP of image.nii.gz, labels.nii.gz and labels.json, or one)",
+                    "NIfTI (volumes: a ZIP of image.nii.gz, labels.nii.gz and labels.json, or "
+                    "one), or training chips (2D: a ZIP of image chips, index masks, COCO per "
+                    "split and a manifest)",
                     "parameters": [
                         image_id,
                         _param(
@@ -190,6 +213,7 @@ def openapi_document() -> dict[str, Any]:
                                     "dicom-seg",
                                     "masks",
                                     "nifti",
+                                    "chips",
                                 ]
                             },
                             "format",
@@ -214,6 +238,7 @@ def openapi_document() -> dict[str, Any]:
                             {"enum": ["both", "image", "labels"]},
                             "NIfTI: a ZIP of both (default), or one .nii.gz",
                         ),
+                        *_chips_params(),
                     ],
                     "responses": {"200": {"description": "the file (attachment)"}},
                 }
