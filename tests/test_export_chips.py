@@ -595,6 +595,21 @@ def test_real_buildings_on_the_real_geotiff(geo_dir: Path, shared_data: Path) ->
     assert manifest["crs"] == "EPSG:32616"
 
 
+def test_real_landsat_scene_keeps_bands_and_nodata(geo_dir: Path) -> None:
+    path = geo_dir / "RGB.byte.tif"  # 791x718, 3 bands, nodata 0, striped, UTM 18N
+    source = GeoTIFFSource("rgb", path, path.name)
+    frame = frame_from_metadata(source.info.width, source.info.height, source.info.extra)
+    lake = shapely.Polygon([(200_000.3, 2_700_000.2), (260_000.7, 2_690_000.1),
+                            (250_000.2, 2_760_000.6)])  # world (EPSG:32618) coordinates
+    anns = [_annotation(1, "water", Content(Kind.polygon, "water", lake))]
+    job = ExportJob("rgb", path.name, frame, source, _project(), anns,
+                    {"size": "256", "mode": "grid", "overlap": "16"})  # fmt: skip
+    manifest = _check_chips(_export(job), path, anns)
+    assert len(manifest["chips"]) == 12  # columns 0, 240, 480, 535; rows 0, 240, 462
+    assert manifest["crs"] == "EPSG:32618"
+    assert manifest["totals"]["classes"]["water"]["pixels"] > 5_000
+
+
 def test_real_cog_level_is_its_stored_overview(geo_dir: Path) -> None:
     path = geo_dir / "cog.tif"  # overviews 2, 4, 8, 16
     source = GeoTIFFSource("cog", path, path.name)
