@@ -20,7 +20,7 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from annot.errors import BadRequest, ValidationError
+from annot.errors import BadRequest, Conflict, ValidationError
 from annot.features import GeometryTexts
 from annot.model import (
     Action,
@@ -34,7 +34,7 @@ from annot.model import (
     Status,
     bounds3,
 )
-from annot.taxonomy import Concept, Label, Project
+from annot.taxonomy import DEFAULT_PROJECT, Concept, Label, Project
 from annot.users import Role, User
 
 MAX_PAGE = 10_000
@@ -468,3 +468,40 @@ def resolve_labels(project: Project, contents: Sequence[Content]) -> list[Label]
         for label in current.resolve(c.label, c.kind):
             labels[label.name] = new[label.name] = label
     return list(new.values())
+
+
+def move_image_rows(conn: Any, ph: str, image_id: str, target: Project) -> int:
+    """``Store.move_image`` inside the caller's write transaction, in SQL both stores speak
+    (``ph`` is the driver's placeholder); returns how many annotations moved."""
+    row = conn.execute(
+        f"SELECT project FROM image_projects WHERE image_id = {ph}", (image_id,)
+    ).fetchone()
+    source = DEFAULT_PROJECT if row is None else str(row[0])
+    used = {
+        str(r[0])
+        for r in conn.execute(
+            f"SELECT DISTINCT label FROM annotations WHERE image_id = {ph}", (image_id,)
+        ).fetchall()
+    }
+    missing = sorted(used - set(target.labels))
+    if missing and target.locked:
+        raise Conflict(
+            f"project {target.name!r} has a locked taxonomy without the labels "
+            f"{', '.join(missing)} used on this image: add them first"
+        )
+    for name in missing:
+        conn.execute(
+            "INSERT INTO labels (project, name, color, code, kinds, description) "
+            f"SELECT {ph}, name, color, code, kinds, description FROM labels "
+            f"WHERE project = {ph} AND name = {ph} ON CONFLICT DO NOTHING",
+            (target.name, source, name),
+        )
+    conn.execute(
+        f"INSERT INTO image_projects (image_id, project) VALUES ({ph}, {ph}) "
+        "ON CONFLICT (image_id) DO UPDATE SET project = excluded.project",
+        (image_id, target.name),
+    )
+    moved = conn.execute(
+        f"UPDATE annotations SET project = {ph} WHERE image_id = {ph}", (target.name, image_id)
+    ).rowcount
+    return int(moved)

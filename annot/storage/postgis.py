@@ -37,6 +37,7 @@ from annot.storage.base import (
     label_columns,
     label_from_row,
     make_change,
+    move_image_rows,
     now,
     project_from,
     resolve_labels,
@@ -415,39 +416,7 @@ class PostgisStore:
 
     def move_image(self, image_id: str, project: str) -> int:
         with self._write() as conn:
-            target = self._project(conn, project)
-            row = conn.execute(
-                "SELECT project FROM image_projects WHERE image_id = %s", (image_id,)
-            ).fetchone()
-            source = DEFAULT_PROJECT if row is None else str(row[0])
-            used = {
-                str(r[0])
-                for r in conn.execute(
-                    "SELECT DISTINCT label FROM annotations WHERE image_id = %s", (image_id,)
-                )
-            }
-            missing = sorted(used - set(target.labels))
-            if missing and target.locked:
-                raise Conflict(
-                    f"project {project!r} has a locked taxonomy without the labels "
-                    f"{', '.join(missing)} used on this image: add them first"
-                )
-            for name in missing:
-                conn.execute(
-                    "INSERT INTO labels (project, name, color, code, kinds, description) "
-                    "SELECT %s, name, color, code, kinds, description FROM labels "
-                    "WHERE project = %s AND name = %s ON CONFLICT DO NOTHING",
-                    (project, source, name),
-                )
-            conn.execute(
-                "INSERT INTO image_projects (image_id, project) VALUES (%s, %s) "
-                "ON CONFLICT (image_id) DO UPDATE SET project = excluded.project",
-                (image_id, project),
-            )
-            moved = conn.execute(
-                "UPDATE annotations SET project = %s WHERE image_id = %s", (project, image_id)
-            ).rowcount
-        return int(moved)
+            return move_image_rows(conn, "%s", image_id, self._project(conn, project))
 
     # --- annotations ---------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from annot.storage.base import (
     label_columns,
     label_from_row,
     make_change,
+    move_image_rows,
     now,
     project_from,
     resolve_labels,
@@ -394,39 +395,7 @@ class SqliteStore:
 
     def move_image(self, image_id: str, project: str) -> int:
         with self._write() as conn:
-            target = self._project(conn, project)
-            row = conn.execute(
-                "SELECT project FROM image_projects WHERE image_id = ?", (image_id,)
-            ).fetchone()
-            source = DEFAULT_PROJECT if row is None else str(row[0])
-            used = {
-                str(r[0])
-                for r in conn.execute(
-                    "SELECT DISTINCT label FROM annotations WHERE image_id = ?", (image_id,)
-                )
-            }
-            missing = sorted(used - set(target.labels))
-            if missing and target.locked:
-                raise Conflict(
-                    f"project {project!r} has a locked taxonomy without the labels "
-                    f"{', '.join(missing)} used on this image: add them first"
-                )
-            for name in missing:
-                conn.execute(
-                    "INSERT OR IGNORE INTO labels (project, name, color, code, kinds, description) "
-                    "SELECT ?, name, color, code, kinds, description FROM labels "
-                    "WHERE project = ? AND name = ?",
-                    (project, source, name),
-                )
-            conn.execute(
-                "INSERT INTO image_projects (image_id, project) VALUES (?, ?) "
-                "ON CONFLICT (image_id) DO UPDATE SET project = excluded.project",
-                (image_id, project),
-            )
-            moved = conn.execute(
-                "UPDATE annotations SET project = ? WHERE image_id = ?", (project, image_id)
-            ).rowcount
-        return int(moved)
+            return move_image_rows(conn, "?", image_id, self._project(conn, project))
 
     # --- annotations ---------------------------------------------------------------------
 
