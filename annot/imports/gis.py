@@ -14,17 +14,15 @@ another driver for it (a VRT naming local files, say).
 
 from __future__ import annotations
 
-import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyogrio
 import pyogrio.raw
 import shapely
-import shapely.geometry
 from pyproj import CRS
 
 from annot.errors import BadRequest
@@ -58,15 +56,34 @@ def source_crs(layer_crs: str | None, frame: ImageFrame, asked: str | None) -> s
     return WORLD
 
 
-def _value(name: str, value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None  # GDAL's null in a numeric column
-    if name in JSON_FIELDS and isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value  # not ours: kept as text (the checks say if it does not fit)
-    return value
+def _decoded(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text  # not ours: kept as text (the checks say if it does not fit)
+
+
+def _column(name: str, values: np.ndarray) -> list[Any]:
+    """A field's values as Python objects: GDAL's nulls (NaN in a numeric column) None, the
+    export's JSON text decoded."""
+    out: list[Any] = values.tolist()
+    if values.dtype.kind == "f":
+        nulls = np.isnan(values)
+        if nulls.any():
+            out = [None if null else v for v, null in zip(out, nulls.tolist(), strict=True)]
+    if name in JSON_FIELDS:
+        out = [_decoded(v) for v in out]
+    return out
+
+
+def _geometry_objects(geoms: Any, count: int) -> list[Any]:
+    """GeoJSON geometry objects; GEOS writes every float's shortest round-trip digits."""
+    if geoms is None:
+        return [None] * count
+    texts = shapely.to_geojson(geoms)
+    return [None if t is None else orjson.loads(t) for t in texts.tolist()]
 
 
 def _read(body: bytes, fmt: GisFormat) -> tuple[dict[str, Any], Any, Any, Any]:
@@ -98,18 +115,17 @@ def read_gis(body: bytes, frame: ImageFrame, fmt: GisFormat, crs: str | None) ->
     reject_volume(frame, fmt.name)
     meta, fids, geoms, fields = _read(body, fmt)
     names = [str(n) for n in meta["fields"]]
-    columns = [np.asarray(c).tolist() for c in fields]  # Python scalars, for JSON
+    columns = [_column(n, np.asarray(c)) for n, c in zip(names, fields, strict=True)]
+    fid_list = np.asarray(fids).tolist()
+    geometries = _geometry_objects(geoms, len(fid_list))
     features = []
-    for i, fid in enumerate(np.asarray(fids).tolist()):
-        props = {n: _value(n, col[i]) for n, col in zip(names, columns, strict=True)}
-        props = {k: v for k, v in props.items() if v is not None}
-        geom = geoms[i] if geoms is not None else None
+    for i, fid in enumerate(fid_list):
+        props = {n: col[i] for n, col in zip(names, columns, strict=True) if col[i] is not None}
         features.append(
             {
                 "type": "Feature",
                 "id": props.get("id", fid),
-                # mapping keeps every float's digits (GeoJSON text from GEOS rounds)
-                "geometry": None if geom is None else shapely.geometry.mapping(geom),
+                "geometry": geometries[i],
                 "properties": props,
             }
         )
