@@ -33,8 +33,8 @@ KINDS = {"gpkg": "GeoPackage", "fgb": "FlatGeobuf"}
 
 
 def _epsg(layer_crs: str) -> str:
-    """``EPSG:n`` for a layer's CRS (pyogrio gives ``EPSG:n`` or WKT)."""
-    if layer_crs.upper().startswith("EPSG:"):
+    """``EPSG:n`` for a layer's CRS (pyogrio gives ``EPSG:n``, ``OGC:CRS84`` or WKT)."""
+    if layer_crs.upper().startswith("EPSG:") or layer_crs.upper() == "OGC:CRS84":
         return layer_crs.upper()
     try:
         code = CRS.from_user_input(layer_crs).to_epsg()
