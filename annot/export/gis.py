@@ -7,7 +7,9 @@ GIS tools prefer it (no reprojection, the georeference stays exact); ``crs=world
 (EPSG:4326, longitude/latitude) and images without a georeference write their world coordinates
 (pixels) with no CRS. The layer's geometry type is ``Unknown`` so points, lines and polygons
 share it. Fields are flat: strings and integers, with ``attributes``, ``keypoints`` and ``mask``
-as JSON text (``annot.imports.gis`` reads them back).
+as JSON text (``annot.imports.gis`` reads them back). Exterior rings are counter-clockwise.
+FlatGeobuf gets GDAL's packed Hilbert R-tree (features in its order, the ``id`` field keeps
+ours), except when tags (no geometry) are exported: that index cannot hold them.
 
 DICOM volumes are not written (patient coordinates are 3D and have no EPSG CRS): they export
 with ``format=dicom-seg`` or ``format=nifti``.
