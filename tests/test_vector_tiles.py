@@ -20,6 +20,7 @@ import shapely
 
 from annot.storage import open_store
 from annot.users import Role
+from annot.vector_tiles import CELL_SCREEN_PX
 from tests import pg
 from tests.conftest import LiveServer
 from tests.pg import pg_database  # noqa: F401  (a fixture)
@@ -136,9 +137,9 @@ def test_no_shape_is_lost_at_z0(server) -> None:
     features = decode(r.content)
     assert sum(int(f["properties"].get("count", 1)) for f in features) == n + 1
     assert [f["id"] for f in features if f["geometry"]["type"] == "Polygon"] == [big]
-    # Where each tiny shape should be: its bounds' centre, in units, in cells of 4 screen px.
+    # Where each tiny shape should be: its bounds' centre, in units, in cells of 8 screen px.
     units = centres * (EXTENT / (TILE * 8))
-    cell = 4 * EXTENT / TILE
+    cell = CELL_SCREEN_PX * EXTENT / TILE
     expected: dict[tuple[int, int], list[int]] = {}
     for i, (u, v) in enumerate(units.tolist()):
         expected.setdefault((int(u // cell), int(v // cell)), []).append(i)

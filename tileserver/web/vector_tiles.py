@@ -125,7 +125,7 @@ def openapi_paths() -> dict[str, Any]:
                 "description": (
                     "Layer `annotations`, extent 4096, y down; the same z/x/y as the image "
                     "tiles. Shapes are clipped to the tile and simplified to half a screen "
-                    "pixel; shapes under 2 screen pixels are points, and points sharing a 4 px "
+                    "pixel; shapes under 4 screen pixels are points, and points sharing an 8 px "
                     "cell are one point with `count`. Properties: id, label, status, author. "
                     "ETag from the image's change counter (If-None-Match answers 304). "
                     "Errors: 400 bad z/x/y or parameter, 401, 403, 404 unknown image."

@@ -761,10 +761,9 @@ export class AnnotationEditor {
     this.loading?.abort();
     this.loading = null;
     this.select.getFeatures().clear();
-    for (const f of this.source.getFeatures()) {
-      if (f.getId() !== undefined && !f.get('pending')) this.source.removeFeature(f);
-    }
-    this.events.changed?.(this.count);
+    const saved = this.source.getFeatures().filter((f) => f.getId() !== undefined && !f.get('pending'));
+    for (const f of saved) this.source.removeFeature(f);
+    if (saved.length > 0) this.events.changed?.(this.count); // nothing stored changed: only the count shown
   }
 
   /**
