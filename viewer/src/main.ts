@@ -9,6 +9,8 @@ import type { AnnotationFeature, ImageDetail, ImageSummary, Label, TileOptions }
 import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listImages, listLabels } from './api';
 import { getConfig, isGeoreferenced, listProjects } from './api';
 import { AnnotationEditor } from './map/annotations';
+import { BrushTool } from './map/brushTool';
+import { BrushControls } from './ui/brushControls';
 import { LiveUpdates } from './map/liveUpdates';
 import { OverviewLayer } from './map/overviewLayer';
 import { AnnotatePanel, TOOL_KEYS } from './ui/annotatePanel';
@@ -79,8 +81,12 @@ class App {
     error: (title, message) => this.toast(title, message),
     changed: (count) => this.annotate.setCount(count),
     saved: () => this.refreshAnnotations(),
-    toolChanged: (tool) => this.annotate.setTool(tool),
+    toolChanged: (tool) => {
+      this.annotate.setTool(tool);
+      if (tool) this.brush.setMode(null);
+    },
     selectionChanged: (ids) => {
+      this.brush.setSelection(ids);
       this.mapElement.dataset.selected = ids.join(',');
       this.annotationList.setSelected(ids);
     },
@@ -99,6 +105,22 @@ class App {
     refreshOverview: () => this.overview.refresh(),
   });
   private readonly annotate = new AnnotatePanel(byId('annotate'), this.editor, () => void this.submitDrafts());
+  /** Brush and eraser for mask annotations (see map/brushTool), with their own undo. */
+  private readonly brush = new BrushTool(this.viewer.map, this.mapElement, {
+    label: () => this.editor.label,
+    colour: (label) => this.editor.colour(label),
+    canReview: () => this.editor.canReview,
+    error: (title, message) => this.toast(title, message),
+    saved: () => {
+      void this.editor.reload();
+      this.refreshAnnotations();
+    },
+    modeChanged: (mode, radius) => {
+      this.brushControls.setMode(mode, radius);
+      if (mode) this.editor.setTool(null);
+    },
+  });
+  private readonly brushControls = new BrushControls(byId('annotate'), this.brush);
   private readonly instructions = new InstructionsPanel(byId('instructions'));
   private readonly tags = new TagsBox(
     byId('tags'),
@@ -146,6 +168,7 @@ class App {
 
   async start(): Promise<void> {
     this.editor.followContext((image, volume) => {
+      this.brush.setContext(image, volume);
       this.overview.setContext(image, volume);
       this.live.setContext(image, volume);
     });
@@ -409,7 +432,8 @@ class App {
   }
 
   /**
-   * P/F/B/O/L/H pick a tool, S toggles snapping, Esc cancels, Delete removes the selection,
+   * P/F/B/O/L/H pick a tool, K/E the mask brush/eraser ([ and ] size it), S toggles snapping,
+   * Esc cancels, Delete removes the selection,
    * Ctrl+Z undoes, Ctrl+Shift+Z / Ctrl+Y redo; in review mode N / Shift+N step, A / R decide.
    */
   private wireAnnotationKeys(): void {
@@ -418,14 +442,16 @@ class App {
       const target = event.target;
       if (target instanceof HTMLInputElement || target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement) return;
       const key = event.key.toLowerCase();
+      // While the brush or eraser is on, undo and redo go to its strokes.
+      const strokes = this.brush.activeMode !== null;
       if ((event.ctrlKey || event.metaKey) && (key === 'y' || (key === 'z' && event.shiftKey))) {
         event.preventDefault();
-        void this.editor.redo();
+        void (strokes ? this.brush.redo() : this.editor.redo());
         return;
       }
       if ((event.ctrlKey || event.metaKey) && key === 'z') {
         event.preventDefault();
-        void this.editor.undo();
+        void (strokes ? this.brush.undo() : this.editor.undo());
         return;
       }
       if (event.ctrlKey || event.metaKey || event.altKey) return;
@@ -435,7 +461,14 @@ class App {
         return;
       }
       const tool = TOOL_KEYS[key];
-      if (key === 's') {
+      if (key === 'k' || key === 'e') {
+        const mode = key === 'k' ? 'brush' : 'eraser';
+        this.brush.setMode(this.brush.activeMode === mode ? null : mode);
+      } else if ((key === '[' || key === ']') && this.brush.activeMode) {
+        this.brush.resize(key === ']');
+      } else if (event.key === 'Escape' && this.brush.activeMode) {
+        this.brush.setMode(null);
+      } else if (key === 's') {
         this.editor.setSnapping(!this.editor.snapping);
       } else if (tool) {
         this.editor.setTool(this.editor.activeTool === tool ? null : tool);

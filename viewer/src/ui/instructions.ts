@@ -13,6 +13,8 @@ export const SHORTCUTS: readonly [string, string][] = [
   ['F', 'freehand polygon (or Shift-drag with the polygon tool)'],
   ['H', 'draw a hole in the selected polygon'],
   ['S', 'snapping to nearby vertices and edges on/off'],
+  ['K / E', 'mask brush / eraser (drag; Shift-drag with the brush erases)'],
+  ['[ / ]', 'brush: smaller / larger disc'],
   ['Esc', 'drop the shape being drawn, leave the tool'],
   ['Del', 'delete the selected annotation'],
   ['Ctrl+Z', 'undo'],

@@ -1,0 +1,254 @@
+"""The mask brush and eraser in the viewer, end to end: the real server, the built viewer,
+headless Chromium (fixtures and helpers of tests/test_viewer.py, tests/test_viewer_annotate.py
+and tests/test_viewer_volume.py).
+
+Strokes are painted with the mouse; where each pointer sample lands on the image's pixel grid
+is read from the status bar (the map's own screen→pixel mapping) by hovering it first. The
+expected mask is recomputed here in numpy: the pixels whose centre (col+0.5, row+0.5) lies
+within the brush radius of the polyline through the samples. Tolerance: a pixel whose centre
+is within 1 image pixel of the stroke's boundary (| distance - radius | <= 1) may differ; every
+other pixel must match exactly.
+"""
+
+# ruff: noqa: F811
+# (fixtures imported by name; test arguments shadow them.)
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from playwright.sync_api import Page
+
+from tests.test_viewer import (  # noqa: F401  (fixtures are used by name)
+    Server,
+    browser,
+    map_picture,
+    page,
+    pointer_at,
+    viewer_built,
+)
+from tests.test_viewer_annotate import (  # noqa: F401  (fixtures are used by name)
+    GEO_H,
+    GEO_W,
+    HEADERS,
+    Setup,
+    aserver,
+    clear_annotations,
+    features,
+    open_as,
+    screens,
+)
+from tests.test_viewer_volume import (
+    CT_ID,
+    api,
+    image_region,
+    shot,
+    vserver,  # noqa: F401  (a fixture, used by name)
+)
+from tests.test_viewer_volume import open_image as open_as_image
+
+BOUNDARY_TOLERANCE_PX = 1.0
+
+
+def full_mask(props: dict[str, Any], width: int, height: int) -> np.ndarray:
+    """A stored `properties.mask` decoded onto the whole image (rows, cols)."""
+    mask = props["mask"]
+    col, row = mask["origin"]
+    w, h = mask["size"]
+    values = np.zeros(len(mask["counts"]), dtype=bool)
+    values[1::2] = True
+    local = np.repeat(values, mask["counts"]).reshape(h, w)
+    out = np.zeros((height, width), dtype=bool)
+    out[row : row + h, col : col + w] = local
+    return out
+
+
+def stroke_distance(samples: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Distance from every pixel centre to the polyline through `samples` ((col, row) rows)."""
+    cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    best = np.full((height, width), np.inf)
+    segments = list(pairwise(samples)) or [(samples[0], samples[0])]
+    for a, b in segments:
+        d = b - a
+        length = float(d @ d)
+        t = (
+            np.zeros_like(cols)
+            if length == 0
+            else ((cols - a[0]) * d[0] + (rows - a[1]) * d[1]) / length
+        )
+        t = np.clip(t, 0.0, 1.0)
+        best = np.minimum(best, np.hypot(cols - (a[0] + t * d[0]), rows - (a[1] + t * d[1])))
+    return best
+
+
+def assert_mask_close(
+    stored: np.ndarray, expected: np.ndarray, distance: np.ndarray, radius: float
+) -> None:
+    differs = stored != expected
+    near_edge = np.abs(distance - radius) <= BOUNDARY_TOLERANCE_PX
+    far = differs & ~near_edge
+    assert not far.any(), f"{far.sum()} pixels differ away from the stroke's boundary"
+    assert differs.sum() <= 0.05 * expected.sum(), (differs.sum(), expected.sum())
+
+
+def hover_samples(page: Page, screen: list[tuple[int, int]]) -> np.ndarray:
+    """Pixel coordinates of each screen point, from the status bar."""
+    return np.array([pointer_at(page, x, y) for x, y in screen], dtype=float)
+
+
+def drag(page: Page, screen: list[tuple[int, int]], shift: bool = False) -> None:
+    """One stroke: press at the first point, one move event per further point, release."""
+    page.mouse.move(*screen[0])
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.down()
+    for x, y in screen[1:]:
+        page.mouse.move(x, y)
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+
+
+def brush_radius(page: Page) -> float:
+    return float(page.locator("#brush-size").get_attribute("data-radius") or "nan")
+
+
+def saved(page: Page, method: str):  # type: ignore[no-untyped-def]
+    return page.expect_response(
+        lambda r: r.request.method == method and "/annotations" in r.url and "bbox" not in r.url
+    )
+
+
+def test_brush_paints_merges_erases_and_undoes_on_a_geotiff(
+    page: Page, aserver: Setup, tmp_path: Path
+) -> None:
+    server = aserver.server
+    place = open_as(page, server)
+    clear_annotations(page, server)
+    assert "(K)" in (page.locator("#tool-brush").get_attribute("title") or "")
+    assert "(E)" in (page.locator("#tool-eraser").get_attribute("title") or "")
+    help_text = page.locator("#instructions").text_content() or ""  # (a collapsed section)
+    assert "K / E" in help_text and "[ / ]" in help_text
+
+    page.locator("#map").focus()
+    page.keyboard.press("k")
+    assert page.locator("#tool-brush").get_attribute("aria-pressed") == "true"
+    small = brush_radius(page)
+    page.keyboard.press("]")
+    page.keyboard.press("]")
+    radius = brush_radius(page)
+    assert radius > small
+
+    # A fast drag: four samples 60-90 image px apart; the stroke must have no gaps.
+    screen = [place.at(c, r) for c, r in [(120, 100), (210, 130), (300, 110), (360, 190)]]
+    samples = hover_samples(page, screen)
+    with saved(page, "POST") as post:
+        drag(page, screen)
+    assert post.value.status == 201, post.value.text()
+    (feature,) = features(page, server)
+    props = feature["properties"]
+    assert props["kind"] == "mask"
+    stored = full_mask(props, GEO_W, GEO_H)
+    distance = stroke_distance(samples, GEO_W, GEO_H)
+    expected = distance <= radius
+    assert_mask_close(stored, expected, distance, radius)
+    # The footprint sent back is the mask's box.
+    col, row = props["mask"]["origin"]
+    w, h = props["mask"]["size"]
+    ring = np.array(feature["geometry"]["coordinates"][0], dtype=float)
+    assert ring[:, 0].min() == col and ring[:, 0].max() == col + w
+    assert ring[:, 1].min() == row and ring[:, 1].max() == row + h
+    shot(page, screens(tmp_path), "brush-stroke")
+
+    # Eraser (E) across the middle of the stroke: those pixels are gone, the rest stays.
+    page.keyboard.press("e")
+    assert page.locator("#tool-eraser").get_attribute("aria-pressed") == "true"
+    erase_screen = [place.at(c, r) for c, r in [(210, 80), (210, 170)]]
+    erase_samples = hover_samples(page, erase_screen)
+    with saved(page, "PUT") as put:
+        drag(page, erase_screen)
+    assert put.value.status == 200, put.value.text()
+    (erased,) = features(page, server)
+    assert erased["id"] == feature["id"]
+    after = full_mask(erased["properties"], GEO_W, GEO_H)
+    erase_distance = stroke_distance(erase_samples, GEO_W, GEO_H)
+    assert not (after & (erase_distance <= radius - BOUNDARY_TOLERANCE_PX)).any()
+    kept = erase_distance > radius + BOUNDARY_TOLERANCE_PX
+    assert np.array_equal(after[kept], stored[kept])
+    assert after.sum() < stored.sum()
+
+    # Leave the tool, select the mask by clicking it, brush again: the stroke is merged (PUT).
+    page.keyboard.press("Escape")
+    assert page.locator("#tool-eraser").get_attribute("aria-pressed") == "false"
+    page.mouse.click(*place.at(300, 112))
+    page.wait_for_selector(f'#map[data-selected="{feature["id"]}"]')
+    page.keyboard.press("k")
+    page.wait_for_selector(f'#map[data-brush-target="{feature["id"]}"]')
+    more_screen = [place.at(c, r) for c, r in [(360, 190), (420, 260)]]
+    more_samples = hover_samples(page, more_screen)
+    with saved(page, "PUT") as put:
+        drag(page, more_screen)
+    assert put.value.status == 200, put.value.text()
+    (merged,) = features(page, server)
+    assert merged["id"] == feature["id"]
+    union = full_mask(merged["properties"], GEO_W, GEO_H)
+    more_distance = stroke_distance(more_samples, GEO_W, GEO_H)
+    assert_mask_close(union, after | (more_distance <= radius), more_distance, radius)
+
+    # Undo (Ctrl+Z) with the brush on takes the merged stroke out again; redo puts it back.
+    with saved(page, "PUT"):
+        page.keyboard.press("Control+z")
+    assert np.array_equal(full_mask(features(page, server)[0]["properties"], GEO_W, GEO_H), after)
+    with saved(page, "PUT"):
+        page.keyboard.press("Control+Shift+Z")
+    assert np.array_equal(full_mask(features(page, server)[0]["properties"], GEO_W, GEO_H), union)
+
+    # Shift-drag with the brush erases; erasing everything deletes the annotation.
+    page.keyboard.press("]")
+    page.keyboard.press("]")
+    big = brush_radius(page)
+    ys, xs = np.nonzero(union)
+    # Back and forth across the mask's box, rows `big` apart: the swept discs cover it all.
+    passes: list[tuple[int, int]] = []
+    for r in np.arange(ys.min(), ys.max() + big, big):
+        passes += [place.at(xs.min() - big, r), place.at(xs.max() + big, r)]
+    with saved(page, "DELETE") as deleted:
+        drag(page, passes, shift=True)
+    assert deleted.value.status == 204
+    assert features(page, server) == []
+
+
+def test_brush_on_a_ct_slice_stores_the_mask_on_that_slice(
+    page: Page, vserver: Server, tmp_path: Path
+) -> None:
+    open_as_image(page, vserver, CT_ID)
+    for f in api(page, vserver, f"/images/{CT_ID}/annotations?crs=pixel")["features"]:
+        page.request.delete(f"{vserver.base}api/v1/annotations/{f['id']}", headers=HEADERS)
+    page.locator("#slice-slider").fill("7")
+    page.wait_for_selector('#map[data-slice="7"][data-state="ready"]')
+    plane = page.locator("#map").get_attribute("data-plane")
+    meta = api(page, vserver, f"/images/{CT_ID}")
+    width, height = meta["planes"][plane]["width"], meta["planes"][plane]["height"]
+    pic, (mx, my) = map_picture(page)
+    rows, cols = image_region(pic)
+    cx, cy = mx + (cols.start + cols.stop) / 2, my + (rows.start + rows.stop) / 2
+    screen = [(round(cx - 40), round(cy - 10)), (round(cx + 30), round(cy + 25))]
+    page.locator("#map").focus()
+    page.keyboard.press("k")
+    radius = brush_radius(page)
+    samples = hover_samples(page, screen)
+    with saved(page, "POST") as post:
+        drag(page, screen)
+    assert post.value.status == 201, post.value.text()
+    (feature,) = api(page, vserver, f"/images/{CT_ID}/annotations?crs=pixel&slice=7&plane={plane}")[
+        "features"
+    ]
+    props = feature["properties"]
+    assert (props["slice"], props["plane"], props["kind"]) == (7, plane, "mask")
+    distance = stroke_distance(samples, width, height)
+    assert_mask_close(full_mask(props, width, height), distance <= radius, distance, radius)
+    other = api(page, vserver, f"/images/{CT_ID}/annotations?crs=pixel&slice=8&plane={plane}")
+    assert other["features"] == []
+    shot(page, screens(tmp_path), "brush-ct")
