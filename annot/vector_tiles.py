@@ -10,9 +10,11 @@ are MVT units: ``EXTENT`` units a side, y down, so one screen pixel of the tile 
 Shapes are clipped to the tile (with a small buffer, so strokes meet across tile edges) and
 simplified to half a screen pixel. Shapes smaller than ``TINY_SCREEN_PX`` on screen are kept
 as points (the centre of their bounds), and tiny shapes whose points fall in the same cell of
-``CELL_SCREEN_PX`` screen pixels are aggregated into one point with a ``count``: nothing
-disappears at low zoom. A tiny shape belongs to the one tile its point falls in, so summing
-``count`` (1 for a plain feature) over the tiles of a level counts every tiny shape once.
+``CELL_SCREEN_PX`` screen pixels are aggregated into one feature with a ``count``: the cell's
+square (inset by one screen pixel), a polygon so that map clients can draw it into the tile's
+image once instead of as a symbol every frame. Nothing disappears at low zoom. A tiny shape
+belongs to the one tile its point falls in, so summing ``count`` (1 for a plain feature) over
+the tiles of a level counts every tiny shape once.
 
 Pure: no web code. ``encode_tile`` is the whole pipeline from pixel-space shapes to bytes;
 ``tile_shapes`` reads them from a store for one tile.
@@ -204,8 +206,8 @@ def _plain_parts(g: BaseGeometry) -> list[BaseGeometry]:
 def _points(
     tile: TileAddress, shapes: TileShapes, centres: npt.NDArray[np.float64], idx: npt.NDArray[Any]
 ) -> list[MvtFeature]:
-    """Tiny shapes as points, those sharing a cell as one point with a ``count``; only the
-    points inside this tile (each tiny shape is counted by exactly one tile)."""
+    """Tiny shapes as points, those sharing a cell as the cell's square with a ``count``; only
+    the points inside this tile (each tiny shape is counted by exactly one tile)."""
     if len(idx) == 0:
         return []
     inside = np.all((centres >= 0) & (centres < EXTENT), axis=1)
@@ -214,7 +216,8 @@ def _points(
     cells = np.floor(centres / cell).astype(np.int64)
     key = cells[:, 0] * (EXTENT + 1) + cells[:, 1]
     order = np.argsort(key, kind="stable")
-    key, centres, idx = key[order], centres[order], idx[order]
+    key, centres, idx, cells = key[order], centres[order], idx[order], cells[order]
+    inset = tile.units_per_screen_px
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ends = np.r_[starts[1:], len(key)]
     out = []
@@ -227,8 +230,9 @@ def _points(
         members = idx[s:e].tolist()
         labels = Counter(shapes.label(i) for i in members)
         label = labels.most_common(1)[0][0]
-        centre = shapely.Point(centres[s:e].mean(axis=0))
-        out.append(MvtFeature(centre, {"count": e - s, "label": label}))
+        x0, y0 = cells[s] * cell
+        square = shapely.box(x0 + inset, y0 + inset, x0 + cell - inset, y0 + cell - inset)
+        out.append(MvtFeature(square, {"count": e - s, "label": label}))
     return out
 
 

@@ -7,7 +7,8 @@
  *
  * The tiles keep loading while the editable layer is on (drawn with no style): their feature
  * counts tell when the view gets too crowded to edit. Tiny shapes come as points and crowded
- * ones as one point with a `count`, so every annotation stays visible at any zoom.
+ * ones as their cell's square with a `count` (drawn into the tile image once, not as a symbol
+ * every frame), so every annotation stays visible at any zoom.
  */
 import type OLMap from 'ol/Map';
 import type { FeatureLike } from 'ol/Feature';
@@ -176,19 +177,23 @@ export class OverviewLayer {
   private style(feature: FeatureLike): Style {
     const label = String(feature.get('label') ?? '');
     const count = Number(feature.get('count') ?? 1);
-    const key = `${label}|${count > 1 ? Math.min(12, Math.round(Math.log2(count))) : 0}`;
+    // Aggregates are their cell's square: more shapes, more opaque (log scale).
+    const weight = count > 1 ? Math.min(8, Math.round(Math.log2(count))) : 0;
+    const key = `${label}|${weight}`;
     let style = this.styles.get(key);
     if (!style) {
       const colour = this.editor.colour(label);
-      // A point's radius grows with the log of how many shapes it stands for.
-      const radius = count > 1 ? 3 + 1.5 * Math.min(12, Math.round(Math.log2(count))) : 3;
-      style = new Style({
-        stroke: new Stroke({ color: colour, width: 1.5 }),
-        fill: new Fill({ color: withAlpha(colour, 0.2) }),
-        image: new CircleStyle({ radius, fill: new Fill({ color: withAlpha(colour, 0.65) }), stroke: new Stroke({ color: colour, width: 1 }) }),
-      });
+      style =
+        count > 1
+          ? new Style({ fill: new Fill({ color: withAlpha(colour, Math.min(0.9, 0.3 + 0.08 * weight)) }) })
+          : new Style({
+              stroke: new Stroke({ color: colour, width: 1.5 }),
+              fill: new Fill({ color: withAlpha(colour, 0.2) }),
+              image: new CircleStyle({ radius: 3, fill: new Fill({ color: withAlpha(colour, 0.65) }), stroke: new Stroke({ color: colour, width: 1 }) }),
+            });
       this.styles.set(key, style);
     }
     return style;
   }
+
 }
