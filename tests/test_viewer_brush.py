@@ -38,6 +38,7 @@ from tests.test_viewer_annotate import (  # noqa: F401  (fixtures are used by na
     clear_annotations,
     features,
     open_as,
+    placement,
     screens,
 )
 from tests.test_viewer_volume import (
@@ -87,6 +88,7 @@ def assert_mask_close(
     stored: np.ndarray, expected: np.ndarray, distance: np.ndarray, radius: float
 ) -> None:
     differs = stored != expected
+    print("BRUSHDIFF", int(differs.sum()), int(expected.sum()))
     near_edge = np.abs(distance - radius) <= BOUNDARY_TOLERANCE_PX
     far = differs & ~near_edge
     assert not far.any(), f"{far.sum()} pixels differ away from the stroke's boundary"
@@ -205,7 +207,30 @@ def test_brush_paints_merges_erases_and_undoes_on_a_geotiff(
         page.keyboard.press("Control+Shift+Z")
     assert np.array_equal(full_mask(features(page, server)[0]["properties"], GEO_W, GEO_H), union)
 
+    # Off the brush, the selected mask's footprint is not dragged (it would become a polygon).
+    page.keyboard.press("Escape")
+    assert page.locator("#map").get_attribute("data-selected") == str(feature["id"])
+    puts: list[str] = []
+    page.on("request", lambda r: puts.append(r.post_data or "") if r.method == "PUT" else None)
+    sx, sy = place.at(300, 112)
+    page.mouse.move(sx, sy)
+    page.mouse.down()
+    page.mouse.move(sx + 20, sy + 10, steps=3)
+    page.mouse.move(sx + 60, sy + 30, steps=3)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    assert puts == []
+    (unmoved,) = features(page, server)
+    assert unmoved["properties"]["kind"] == "mask"
+    assert np.array_equal(full_mask(unmoved["properties"], GEO_W, GEO_H), union)
+    # That drag panned the map: fit the image again and find it on the screen again.
+    page.locator(".ol-zoom-extent button").click()
+    page.wait_for_timeout(600)
+    place = placement(page)
+
     # Shift-drag with the brush erases; erasing everything deletes the annotation.
+    page.keyboard.press("k")
+    page.wait_for_selector(f'#map[data-brush-target="{feature["id"]}"]')
     page.keyboard.press("]")
     page.keyboard.press("]")
     big = brush_radius(page)

@@ -13,6 +13,7 @@ import GeoJSON from 'ol/format/GeoJSON';
 import type Geometry from 'ol/geom/Geometry';
 import LinearRing from 'ol/geom/LinearRing';
 import Polygon from 'ol/geom/Polygon';
+import { primaryAction } from 'ol/events/condition';
 import { buffer, getHeight, getWidth } from 'ol/extent';
 import Draw, { createBox } from 'ol/interaction/Draw';
 import Modify from 'ol/interaction/Modify';
@@ -135,8 +136,14 @@ export class AnnotationEditor {
     });
     // Order matters: the last added sees events first. Modify (vertices) before Translate
     // (the whole shape), and Snap after every interaction that moves points.
-    this.translate = new Translate({ features: this.select.getFeatures() });
-    this.modify = new Modify({ features: this.select.getFeatures() });
+    // A mask's shape is its footprint box: it is edited with the brush (map/brushTool), and a
+    // dragged box would be saved as a polygon in its place.
+    const noMask = (): boolean => this.select.getFeatures().getArray().every((f) => f.get('kind') !== 'mask');
+    this.translate = new Translate({ features: this.select.getFeatures(), condition: noMask });
+    this.modify = new Modify({
+      features: this.select.getFeatures(),
+      condition: (event) => primaryAction(event) && noMask(),
+    });
     this.snap = new Snap({ source: this.source });
     map.addInteraction(this.select);
     map.addInteraction(this.translate);
