@@ -272,3 +272,34 @@ def test_postgis_serves_the_same_tiles_as_sqlite(
             for t in (a, b)
         ]
         assert strip[0] == strip[1], (z, x, y)
+
+
+def test_volume_tiles_per_slice_and_plane(shared_data: Path, serve_dirs) -> None:
+    """On a real CT (23 x 38 pixels, 3 axial slices: one 256 px tile, z=0 only, 16 units a
+    pixel): a polygon drawn on axial slice 1 is in that slice's tile, not in slice 0's, and a
+    coronal slice's tile has the segment where the planes meet, as the GeoJSON listing has it."""
+    srv = serve_dirs(shared_data / "dicom" / "ct_dcmqi_23x38x3")
+    (image,) = list(srv.catalog.images)
+    ring = [[2.25, 5.5], [20.0, 5.0], [20.5, 30.0], [2.0, 30.25], [2.25, 5.5]]
+    body = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"label": "liver", "slice": 1}}
+    r = post(srv, f"/api/v1/images/{image}/annotations?crs=pixel", body)
+    assert r.status_code == 201, r.text
+    aid = r.json()["id"]
+    (got,) = decode(tile(srv, image, 0, 0, 0, params={"slice": 1}).content)
+    assert got["id"] == aid and got["geometry"]["type"] == "Polygon"
+    shell = np.asarray(got["geometry"]["coordinates"][0], dtype=float) / 16  # units -> pixels
+    tolerance = 0.5 + 0.5 / 16  # half a screen pixel of simplification, half a unit of rounding
+    assert shapely.hausdorff_distance(shapely.Polygon(shell), shapely.Polygon(ring)) <= tolerance
+    assert decode(tile(srv, image, 0, 0, 0, params={"slice": 0}).content) == []
+    coronal = {"slice": 20, "plane": "coronal"}
+    (cut,) = decode(tile(srv, image, 0, 0, 0, params=coronal).content)
+    listed = srv.get(f"/api/v1/images/{image}/annotations", params={"crs": "pixel", **coronal}).json()
+    (line,) = [f for f in listed["features"] if f["id"] == aid]
+    expected = shapely.geometry.shape(line["geometry"])
+    assert cut["id"] == aid and cut["geometry"]["type"] in ("LineString", "MultiLineString")
+    decoded = shapely.geometry.shape(cut["geometry"])
+    pixels = shapely.transform(decoded, lambda c: c / 16)
+    assert shapely.hausdorff_distance(pixels, expected) <= tolerance
+    for bad in ({}, {"slice": 3}, {"slice": 1, "plane": "oblique"}, {"slice": "x"}):
+        r = tile(srv, image, 0, 0, 0, params=bad)
+        assert r.status_code == 400, (bad, r.text)
