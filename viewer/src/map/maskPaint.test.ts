@@ -130,8 +130,10 @@ describe('disc stamping', () => {
     const mask = new PixelMask(50, 50, 1, 1);
     const rect = sweepDisc(mask, { x: 10, y: 10 }, { x: 20, y: 10 }, 1, IMAGE);
     expect(rect).toEqual({ c0: 8, r0: 8, c1: 22, r1: 12 });
-    expect(mask.col).toBe(8);
+    // Grown with slack, clipped to the image, still holding the first pixel's place.
+    expect(mask.rect).toEqual({ c0: 0, r0: 0, c1: 54, r1: 51 });
     expect(mask.get(15, 9)).toBe(true);
+    expect(mask.area).toBe(setPixels(strokeMask([{ x: 10, y: 10 }, { x: 20, y: 10 }], 1, IMAGE)).size);
     expect(sweepDisc(mask, { x: -50, y: -50 }, { x: -40, y: -50 }, 2, IMAGE)).toBeNull();
   });
 });

@@ -143,13 +143,24 @@ export function sweptRect(a: Point, b: Point, radius: number, bounds: PixelRect)
 
 /**
  * Sweep a disc of `radius` pixels from a to b (pixel coordinates) onto `mask`, growing it as
- * needed but never past `bounds` (the image). Returns the rectangle that may have changed, or
+ * needed (with slack) but never past `bounds` (the image), unless it already was. Returns the rectangle that may have changed, or
  * null if the sweep misses the image. a === b stamps one disc.
  */
 export function sweepDisc(mask: PixelMask, a: Point, b: Point, radius: number, bounds: PixelRect): PixelRect | null {
   const rect = sweptRect(a, b, radius, bounds);
   if (rect.c1 <= rect.c0 || rect.r1 <= rect.r0) return null;
-  mask.ensure(rect);
+  const m = mask.rect;
+  if (rect.c0 < m.c0 || rect.r0 < m.r0 || rect.c1 > m.c1 || rect.r1 > m.r1) {
+    // Grow with room to spare (half the size again, at least 32 px) so that a long stroke
+    // copies its bitmap a few times, not at every pointer move; trim it at the end.
+    const slack = Math.max(32, Math.ceil(Math.max(mask.width, mask.height) / 2));
+    mask.ensure({
+      c0: Math.max(bounds.c0, Math.min(m.c0, rect.c0 - slack)),
+      r0: Math.max(bounds.r0, Math.min(m.r0, rect.r0 - slack)),
+      c1: Math.min(bounds.c1, Math.max(m.c1, rect.c1 + slack)),
+      r1: Math.min(bounds.r1, Math.max(m.r1, rect.r1 + slack)),
+    });
+  }
   const limit = radius * radius;
   for (let r = rect.r0; r < rect.r1; r++) {
     const base = (r - mask.row) * mask.width - mask.col;
