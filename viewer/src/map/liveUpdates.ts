@@ -55,6 +55,7 @@ export class LiveUpdates {
   private retryMs = FIRST_RETRY_MS;
   private retryTimer: number | null = null;
   private refreshTimer: number | null = null;
+  private reloadPending = false;
   private toastTimer: number | null = null;
   private connectedBefore = false;
   private readonly toast: HTMLElement;
@@ -149,12 +150,15 @@ export class LiveUpdates {
     this.targets.refreshOverview();
   }
 
+  /** Refresh the overview (and reload the editor, if any caller asked) once changes settle. */
   private scheduleRefresh(reloadToo = false): void {
+    this.reloadPending ||= reloadToo; // a later call without a reload must not drop it
     if (this.refreshTimer !== null) window.clearTimeout(this.refreshTimer);
     this.refreshTimer = window.setTimeout(() => {
       this.refreshTimer = null;
       this.targets.refreshOverview();
-      if (reloadToo) this.targets.reload();
+      if (this.reloadPending) this.targets.reload();
+      this.reloadPending = false;
     }, REFRESH_MS);
   }
 
