@@ -273,3 +273,22 @@ def test_two_workers_deliver_across_processes(geo_dir: Path, tmp_path: Path) -> 
                 ws.close()
 
         asyncio.run(run())
+
+
+def test_a_bulk_import_sends_one_reload(live_server) -> None:
+    """More changes in one poll than the feed sends one by one: a single reload message."""
+    base, image, tokens = live_server
+    writer = Writer(base, tokens["ann"])
+
+    async def run() -> None:
+        ws = await connect(base, image, tokens["bob"])
+        hello = await receive(ws, 5)
+        loop = asyncio.get_running_loop()
+        many = {"type": "FeatureCollection", "features": [feature() for _ in range(250)]}
+        r = await loop.run_in_executor(None, lambda: writer("POST", f"/api/v1/images/{image}/annotations/bulk?crs=pixel", many))
+        assert r.status_code == 201, r.text
+        message = await receive(ws, WITHIN_SECONDS)
+        assert message["type"] == "reload" and message["cursor"] >= hello["cursor"] + 250
+        ws.close()
+
+    asyncio.run(run())
