@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 from tornado.ioloop import IOLoop
 
@@ -96,6 +97,16 @@ class ServerContext:
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
+def bearer_token(headers: tornado.httputil.HTTPHeaders) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None without the header, "" when the
+    header is there but is not a bearer token (refused, never read as no header)."""
+    header = headers.get("Authorization", "")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """JSON errors everywhere; bearer-token or session-cookie auth on /api/v1."""
 
@@ -109,12 +120,9 @@ class BaseHandler(tornado.web.RequestHandler):
         return None  # only tiles carry ETags, computed from the request, not the body
 
     def get_current_user(self) -> User | None:
-        header = self.request.headers.get("Authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return None
-            return self.ctx.user_for_token(token.strip())
+        token = bearer_token(self.request.headers)
+        if token is not None:
+            return self.ctx.user_for_token(token) if token else None
         cookie = self.get_signed_cookie(SESSION_COOKIE, max_age_days=30)
         if cookie is None:
             return None

@@ -43,7 +43,7 @@ from annot.users import Role, User
 from tileserver.errors import ImageNotFound
 from tileserver.web.annotations import _frame
 from tileserver.web.errors import status_for
-from tileserver.web.handlers import SESSION_COOKIE, ServerContext
+from tileserver.web.handlers import SESSION_COOKIE, ServerContext, bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,9 @@ class LiveHandler(tornado.websocket.WebSocketHandler):
         self.image_id: str | None = None
 
     def get_current_user(self) -> User | None:
-        header = self.request.headers.get("Authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return None
-            return self.ctx.user_for_token(token.strip())
+        token = bearer_token(self.request.headers)
+        if token is not None:
+            return self.ctx.user_for_token(token) if token else None
         token_arg = self.get_query_argument("token", None)
         if token_arg:
             return self.ctx.user_for_token(token_arg)
