@@ -659,13 +659,13 @@ def test_volume_list_by_slice_and_all_slices(page: Page, vserver: Server, tmp_pa
     items = page.locator("#annotation-list-items .annot-item")
     assert items.first.get_attribute("data-id") == str(made[5])
     # All slices: both; a click on the other one goes to its slice and selects it there.
-    page.locator("#list-all-slices").check()
+    page.locator("#list-all").check()
     page.wait_for_selector('#annotation-list-count[data-count="2"]')
     page.locator(f'#annotation-list-items .annot-item[data-id="{made[20]}"]').click()
     wait_slice(page, "axial", 20)
     page.wait_for_selector(f'#map[data-selected="{made[20]}"]')
     shot(page, screens(tmp_path), "ct-list-all-slices")
-    page.locator("#list-all-slices").uncheck()
+    page.locator("#list-all").uncheck()
     page.wait_for_selector('#annotation-list-count[data-count="1"]')
     assert items.first.get_attribute("data-id") == str(made[20])
 

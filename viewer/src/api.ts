@@ -400,6 +400,35 @@ export async function listAllAnnotations(
   return out;
 }
 
+/** One page of a listing: the features and the cursor of the next page (null: the last). */
+export interface AnnotationPage {
+  features: AnnotationFeature[];
+  nextCursor: string | null;
+}
+
+/**
+ * One page of an image's annotations (`limit`/`cursor`): all of them (tags included, every
+ * slice of a volume), or those in a pixel bbox (volumes: of one slice and plane).
+ */
+export async function listAnnotationPage(
+  imageId: string,
+  options: { cursor?: string | null; limit?: number; bbox?: [number, number, number, number]; volume?: { slice: number; plane: PlaneName } },
+  signal?: AbortSignal,
+): Promise<AnnotationPage> {
+  const params = new URLSearchParams({ crs: 'pixel', limit: String(options.limit ?? 1000) });
+  if (options.bbox) params.set('bbox', options.bbox.map((v) => v.toFixed(3)).join(','));
+  if (options.volume) {
+    params.set('slice', String(options.volume.slice));
+    params.set('plane', options.volume.plane);
+  }
+  if (options.cursor) params.set('cursor', options.cursor);
+  const page: AnnotationCollection & { next_cursor?: string | null } = await getJson(
+    `/images/${encodeURIComponent(imageId)}/annotations?${params.toString()}`,
+    signal,
+  );
+  return { features: page.features, nextCursor: page.next_cursor ?? null };
+}
+
 export async function getAnnotation(id: number | string): Promise<AnnotationFeature> {
   return getJson<AnnotationFeature>(`/annotations/${encodeURIComponent(String(id))}?crs=pixel`);
 }

@@ -5,8 +5,8 @@
 import 'ol/ol.css';
 import './style.css';
 
-import type { AnnotationFeature, ImageDetail, ImageSummary, Label, TileOptions } from './api';
-import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listImages, listLabels } from './api';
+import type { AnnotationFeature, AnnotationPage, ImageDetail, ImageSummary, Label, TileOptions } from './api';
+import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listAnnotationPage, listImages, listLabels } from './api';
 import { getConfig, isGeoreferenced, listProjects } from './api';
 import { AnnotationEditor } from './map/annotations';
 import { BrushTool } from './map/brushTool';
@@ -15,9 +15,10 @@ import { LiveUpdates } from './map/liveUpdates';
 import { OverviewLayer } from './map/overviewLayer';
 import { AnnotatePanel, TOOL_KEYS } from './ui/annotatePanel';
 import { AnnotationList } from './ui/annotationList';
+import type { ListScope } from './ui/annotationList';
 import { InstructionsPanel } from './ui/instructions';
 import { ReviewPanel } from './ui/reviewPanel';
-import { TagsBox } from './ui/tagsBox';
+import { tagLabels, TagsBox } from './ui/tagsBox';
 import { ImageViewer } from './map/ImageViewer';
 import type { MapMode } from './map/ImageViewer';
 import { ProjectedAnnotations } from './map/projectedAnnotations';
@@ -80,7 +81,8 @@ class App {
   private readonly editor = new AnnotationEditor(this.viewer.map, {
     error: (title, message) => this.toast(title, message),
     changed: (count) => this.annotate.setCount(count),
-    saved: () => this.refreshAnnotations(),
+    stored: (feature) => this.annotationList.upsert(feature),
+    deleted: (id) => this.annotationList.remove(id),
     toolChanged: (tool) => {
       this.annotate.setTool(tool);
       if (tool) this.brush.setMode(null);
@@ -113,7 +115,7 @@ class App {
     error: (title, message) => this.toast(title, message),
     saved: () => {
       void this.editor.reload();
-      this.refreshAnnotations();
+      this.annotationList.viewChanged();
     },
     modeChanged: (mode, radius) => {
       this.brushControls.setMode(mode, radius);
@@ -125,7 +127,7 @@ class App {
   private readonly tags = new TagsBox(
     byId('tags'),
     (title, message) => this.toast(title, message),
-    () => this.refreshAnnotations(),
+    () => void this.loadTags(),
   );
   private readonly annotationList = new AnnotationList(
     byId('annotation-list'),
@@ -133,22 +135,25 @@ class App {
       pick: (feature) => this.showAnnotation(feature),
       retry: () => void this.editor.retryPending(),
       discard: (key) => this.editor.discardPending(key),
+      fetchPage: (scope, cursor, signal) => this.listPage(scope, cursor, signal),
+      error: (title, message) => this.toast(title, message),
     },
     (label) => this.editor.colour(label),
   );
   private readonly review = new ReviewPanel(byId('review'), {
     show: (feature) => this.showAnnotation(feature),
-    decided: () => {
+    decided: (stored) => {
       void this.editor.reload();
-      this.refreshAnnotations();
+      this.annotationList.upsert(stored);
     },
     error: (title, message) => this.toast(title, message),
+    fetchPage: (cursor, signal) => this.listPage('all', cursor, signal),
   });
   /** Who is signed in (for "my drafts"). */
   private me: string | null = null;
   private labels: Label[] = [];
-  private annotations: AnnotationFeature[] = [];
-  private refreshTimer: number | null = null;
+  /** The list follows the view: reloaded this long after the map stops moving (ms). */
+  private listTimer: number | null = null;
   private toastTimer: number | null = null;
   /** Pixels or WebMercator for georeferenced images (kept while the page lives). */
   private mapMode: MapMode = 'pixels';
@@ -173,6 +178,7 @@ class App {
       this.live.setContext(image, volume);
     });
     window.addEventListener('hashchange', () => void this.route());
+    this.viewer.map.on('moveend', () => this.listViewChanged());
     this.wireVolumeInput();
     this.wireAnnotationKeys();
     this.mapElement.dataset.state = 'loading';
@@ -237,7 +243,6 @@ class App {
     }
     if (loading.signal.aborted) return;
     this.notice.hide();
-    this.annotations = [];
     if (isVolume(image)) {
       const state = this.volumeStates.get(id) ?? initialVolumeState(image);
       this.volumeImage = image;
@@ -257,7 +262,9 @@ class App {
     }
     this.annotate.setVisible(this.viewer.mode === 'pixels');
     void this.loadLabels(image);
-    this.refreshAnnotations(0);
+    this.annotationList.open(isVolume(image));
+    this.annotationList.setPending(this.editor.pending());
+    this.review.reset();
     renderImageInfo(this.info, image);
     document.title = `${image.name} · Tessera`;
   }
@@ -343,7 +350,7 @@ class App {
     }
     this.updateVolumeStatus(state);
     this.editor.setContext(planeImage(image, state.plane), { slice: state.slice, plane: state.plane });
-    this.annotationList.setData(this.annotations, { slice: state.slice, plane: state.plane });
+    this.listViewChanged();
   }
 
   private async loadLabels(image: ImageDetail): Promise<void> {
@@ -353,7 +360,7 @@ class App {
       this.labels = labels;
       this.editor.setLabels(labels);
       this.annotate.setLabels(labels);
-      this.tags.show(image.id, labels, this.annotations);
+      void this.loadTags();
     } catch (error) {
       this.toast('Labels could not be loaded', error instanceof Error ? error.message : String(error));
     }
@@ -368,30 +375,57 @@ class App {
     }
   }
 
-  /** Reload every annotation of the image for the list, the tags and the review queue (soon). */
-  private refreshAnnotations(delayMs = 300): void {
-    if (this.refreshTimer !== null) window.clearTimeout(this.refreshTimer);
-    this.refreshTimer = window.setTimeout(() => {
-      this.refreshTimer = null;
-      void this.loadAnnotations();
-    }, delayMs);
+  /** The map moved or the slice changed: the list of what is in view follows (soon). */
+  private listViewChanged(): void {
+    if (this.listTimer !== null) window.clearTimeout(this.listTimer);
+    this.listTimer = window.setTimeout(() => {
+      this.listTimer = null;
+      this.annotationList.viewChanged();
+    }, 250);
   }
 
-  private async loadAnnotations(): Promise<void> {
+  /**
+   * One page for the list or the review queue: `view` is a bbox query of the visible part of
+   * the image (volumes: of the slice shown), as the editor asks for its shapes; `all` pages
+   * through the whole image (every slice). In the WebMercator mode `view` is the whole image.
+   */
+  private listPage(scope: ListScope, cursor: string | null, signal: AbortSignal): Promise<AnnotationPage> {
+    const image = this.viewer.image;
+    if (!image) return Promise.resolve({ features: [], nextCursor: null });
+    const id = this.volumeImage?.id ?? image.id;
+    if (scope === 'all' || this.viewer.mode !== 'pixels') return listAnnotationPage(id, { cursor }, signal);
+    const state = this.volumeImage ? this.volumeStates.get(id) : undefined;
+    const volume = state ? { slice: state.slice, plane: state.plane } : undefined;
+    const [x0 = 0, y0 = 0, x1 = 0, y1 = 0] = this.viewer.map.getView().calculateExtent(this.viewer.map.getSize());
+    // Map y is the pixel row negated (see map/annotations).
+    const bbox: [number, number, number, number] = [
+      Math.max(0, x0),
+      Math.max(0, -y1),
+      Math.min(image.width, x1),
+      Math.min(image.height, -y0),
+    ];
+    if (!(bbox[2] > bbox[0] && bbox[3] > bbox[1])) return Promise.resolve({ features: [], nextCursor: null });
+    return listAnnotationPage(id, { cursor, bbox, volume }, signal);
+  }
+
+  /**
+   * The image's tags for the tags box. The listing has no kind filter, so they are read by
+   * paging through the image: only when the project has tag labels at all.
+   */
+  private async loadTags(): Promise<void> {
     const image = this.viewer.image;
     if (!image) return;
     const id = this.volumeImage?.id ?? image.id;
+    if (tagLabels(this.labels).length === 0) {
+      this.tags.show(id, this.labels, []);
+      return;
+    }
     try {
       const all = await listAllAnnotations(id);
       if ((this.volumeImage?.id ?? this.viewer.image?.id) !== id) return;
-      this.annotations = all;
-      const state = this.volumeImage ? this.volumeStates.get(id) : undefined;
-      this.annotationList.setData(all, state ? { slice: state.slice, plane: state.plane } : null);
-      this.annotationList.setPending(this.editor.pending());
       this.tags.show(id, this.labels, all);
-      this.review.setAnnotations(all);
     } catch (error) {
-      this.toast('Annotations could not be listed', error instanceof Error ? error.message : String(error));
+      this.toast('Tags could not be listed', error instanceof Error ? error.message : String(error));
     }
   }
 
@@ -409,7 +443,17 @@ class App {
 
   /** Submit the signed-in user's drafts on this image for review. */
   private async submitDrafts(): Promise<void> {
-    const mine = this.annotations.filter(
+    const image = this.viewer.image;
+    if (!image) return;
+    let all: AnnotationFeature[];
+    try {
+      // Every page: the drafts may lie anywhere in the image (the save answers update the list).
+      all = await listAllAnnotations(this.volumeImage?.id ?? image.id, undefined, undefined, Infinity);
+    } catch (error) {
+      this.toast('Your drafts could not be listed', error instanceof Error ? error.message : String(error));
+      return;
+    }
+    const mine = all.filter(
       (a) => a.geometry !== null && (a.properties.status ?? 'draft') === 'draft' && a.properties.author === this.me,
     );
     if (mine.length === 0) {
@@ -418,7 +462,6 @@ class App {
     }
     const done = await this.editor.setStatus(mine, 'submitted');
     this.toast('Submitted for review', `${done} of ${mine.length} draft${mine.length === 1 ? '' : 's'} submitted.`);
-    this.refreshAnnotations(0);
   }
 
   private toast(title: string, message: string): void {

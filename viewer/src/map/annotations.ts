@@ -75,6 +75,10 @@ export interface AnnotationEvents {
   changed?: (count: number) => void;
   /** A change reached the server (a save, undo, redo, a kept save retried). */
   saved?: () => void;
+  /** The server's answer to a create or update (so a list can update its row without a query). */
+  stored?: (feature: AnnotationFeature) => void;
+  /** An annotation was deleted on the server. */
+  deleted?: (id: number | string) => void;
   toolChanged?: (tool: Tool | null) => void;
   /** The ids of the selected annotations. */
   selectionChanged?: (ids: string[]) => void;
@@ -455,6 +459,7 @@ export class AnnotationEditor {
     try {
       const stored = await createAnnotation(image.id, body);
       this.adopt(feature, stored);
+      this.events.stored?.(stored);
       this.finishChange({ kind: 'create', feature });
     } catch (error) {
       if (this.keepPending(error, { imageId: image.id, op: 'create', feature: body }, feature)) return;
@@ -473,6 +478,7 @@ export class AnnotationEditor {
     try {
       const stored = await updateAnnotation(id, version, body);
       this.adopt(feature, stored);
+      this.events.stored?.(stored);
       this.events.changed?.(this.count);
       return true;
     } catch (error) {
@@ -517,6 +523,7 @@ export class AnnotationEditor {
       const version = Number(feature.get('version'));
       try {
         await deleteAnnotation(id, version);
+        this.events.deleted?.(id);
         this.select.getFeatures().remove(feature);
         this.source.removeFeature(feature);
         this.finishChange({ kind: 'delete', feature });
@@ -563,12 +570,16 @@ export class AnnotationEditor {
       }
       if (removes) {
         const id = feature.getId();
-        if (id !== undefined) await deleteAnnotation(id, Number(feature.get('version')));
+        if (id !== undefined) {
+          await deleteAnnotation(id, Number(feature.get('version')));
+          this.events.deleted?.(id);
+        }
         this.select.getFeatures().remove(feature);
         if (this.source.hasFeature(feature)) this.source.removeFeature(feature);
       } else {
         const stored = await createAnnotation(image.id, this.toGeoJson(feature));
         this.adopt(feature, stored);
+        this.events.stored?.(stored);
         if (!this.source.hasFeature(feature)) this.source.addFeature(feature);
       }
       this.events.changed?.(this.count);
@@ -591,7 +602,7 @@ export class AnnotationEditor {
         properties: statusBody(raw, status),
       };
       try {
-        await updateAnnotation(raw.id, Number(raw.properties.version ?? 1), body);
+        this.events.stored?.(await updateAnnotation(raw.id, Number(raw.properties.version ?? 1), body));
         done += 1;
       } catch (error) {
         this.events.error(`#${String(raw.id)} was not changed`, error instanceof Error ? error.message : String(error));
@@ -678,18 +689,21 @@ export class AnnotationEditor {
     try {
       if (save.op === 'create' && save.feature) {
         const stored = await createAnnotation(save.imageId, save.feature);
+        if (this.image?.id === save.imageId) this.events.stored?.(stored);
         if (feature && this.image?.id === save.imageId) {
           this.adopt(feature, stored);
           feature.unset('pending');
         }
       } else if (save.op === 'update' && save.feature && save.id !== undefined) {
         const stored = await updateAnnotation(save.id, save.version ?? 1, save.feature);
+        if (this.image?.id === save.imageId) this.events.stored?.(stored);
         if (feature) {
           this.adopt(feature, stored);
           feature.unset('pending');
         }
       } else if (save.op === 'delete' && save.id !== undefined) {
         await deleteAnnotation(save.id, save.version ?? 1);
+        if (this.image?.id === save.imageId) this.events.deleted?.(save.id);
       }
       store.remove(save.imageId, save.key);
       this.events.changed?.(this.count);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { AnnotationFeature } from '../api';
-import { filterAnnotations, filterChoices, matches, NO_FILTER, onSlice, statusOf } from './annotationFilter';
+import { filterAnnotations, filterChoices, listSummary, matches, NO_FILTER, onSlice, statusOf, upsertFeature, withoutFeature } from './annotationFilter';
 
 function feature(id: number, label: string, author: string, status?: string, extra: Record<string, unknown> = {}): AnnotationFeature {
   return {
@@ -47,5 +47,33 @@ describe('annotation filters', () => {
     const axial4 = all.filter((f) => onSlice(f, { slice: 4, plane: 'axial' }));
     expect(axial4.map((f) => f.id)).toEqual([3]);
     expect(all.filter((f) => onSlice(f, null))).toHaveLength(4);
+  });
+});
+
+describe('list rows from save answers', () => {
+  it('a stored annotation replaces the row of its id in place, or is added at the end', () => {
+    const rows = [feature(1, 'a', 'ann'), feature(2, 'b', 'ann')];
+    const updated = feature(1, 'a', 'ann', 'submitted');
+    const replaced = upsertFeature(rows, updated);
+    expect(replaced.map((f) => [f.id, f.properties.status])).toEqual([
+      [1, 'submitted'],
+      [2, undefined],
+    ]);
+    expect(rows[0]?.properties.status).toBeUndefined(); // the input is not changed
+    expect(upsertFeature(rows, feature(7, 'c', 'rev')).map((f) => f.id)).toEqual([1, 2, 7]);
+  });
+
+  it('a deleted id is dropped, whether given as a number or a string', () => {
+    const rows = [feature(1, 'a', 'ann'), feature(2, 'b', 'ann'), feature(3, 'c', 'ann')];
+    expect(withoutFeature(rows, 2).map((f) => f.id)).toEqual([1, 3]);
+    expect(withoutFeature(rows, '3').map((f) => f.id)).toEqual([1, 2]);
+  });
+});
+
+describe('list summary', () => {
+  it('says how many rows are drawn of those matching, and whether the server has more', () => {
+    expect(listSummary(3, 3, false)).toBe('3 shown');
+    expect(listSummary(200, 12345, false)).toBe('Showing 200 of 12,345');
+    expect(listSummary(200, 1000, true)).toBe('Showing 200 of 1,000 loaded · more on the server');
   });
 });

@@ -64,3 +64,31 @@ export function onSlice(feature: AnnotationFeature, volume: { slice: number; pla
   const p = feature.properties;
   return p.slice === volume.slice && p.plane === volume.plane;
 }
+
+/** At most this many rows are in the DOM at once (more on demand): 100,000 rows stall a page. */
+export const ROW_CAP = 200;
+
+/** Replace the annotation with the same id (a save's answer), or add it at the end. */
+export function upsertFeature(features: AnnotationFeature[], stored: AnnotationFeature): AnnotationFeature[] {
+  if (stored.id === undefined) return features;
+  const at = features.findIndex((f) => f.id === stored.id);
+  if (at < 0) return [...features, stored];
+  const out = [...features];
+  out[at] = stored;
+  return out;
+}
+
+/** The annotations without the one of this id (deleted). */
+export function withoutFeature(features: AnnotationFeature[], id: number | string): AnnotationFeature[] {
+  return features.filter((f) => f.id === undefined || String(f.id) !== String(id));
+}
+
+/**
+ * The list's footer: how many rows are drawn of those that pass the filter, and whether the
+ * server has more pages ("Showing 200 of 1,234 loaded · more on the server").
+ */
+export function listSummary(drawn: number, matching: number, moreOnServer: boolean): string {
+  const n = (v: number): string => v.toLocaleString('en-US');
+  const head = drawn < matching ? `Showing ${n(drawn)} of ${n(matching)}` : `${n(matching)} shown`;
+  return moreOnServer ? `${head} loaded · more on the server` : head;
+}

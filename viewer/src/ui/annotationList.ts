@@ -1,33 +1,55 @@
 /**
- * The Annotations panel: the shapes of the image (volumes: of the slice shown, or of all slices),
- * filtered by label, author and status; a click zooms the map to the shape and selects it (and
- * on a volume goes to its slice first). Changes waiting to be saved are listed on top, marked
- * unsaved, with Retry and Discard.
+ * The Annotations panel: the shapes in the current view (a bbox query of the visible part;
+ * volumes: of the slice shown), or with "All" every annotation of the image (every slice), a
+ * page of 1,000 at a time from the server with "More". Filtered by label, author and status
+ * (the listing has no such parameters: the filters apply to the rows loaded). At most ROW_CAP
+ * rows are in the DOM ("More" draws the next ones first). A click zooms the map to the shape
+ * and selects it (and on a volume goes to its slice first). Saves update the rows in place.
+ * Changes waiting to be saved are listed on top, marked unsaved, with Retry and Discard.
  */
-import type { AnnotationFeature, AnnotationStatus } from '../api';
+import type { AnnotationFeature, AnnotationPage, AnnotationStatus } from '../api';
 import type { PendingSave } from '../map/pendingSaves';
 import type { AnnotationFilter } from './annotationFilter';
-import { describe, filterAnnotations, filterChoices, NO_FILTER, onSlice, STATUSES, statusOf } from './annotationFilter';
+import {
+  describe,
+  filterAnnotations,
+  filterChoices,
+  listSummary,
+  NO_FILTER,
+  ROW_CAP,
+  STATUSES,
+  statusOf,
+  upsertFeature,
+  withoutFeature,
+} from './annotationFilter';
 import { el } from './dom';
+
+/** `view`: the annotations in the visible extent (and slice); `all`: every one of the image. */
+export type ListScope = 'view' | 'all';
 
 export interface AnnotationListEvents {
   pick: (feature: AnnotationFeature) => void;
   retry: () => void;
   discard: (key: string) => void;
-  /** The "all slices" toggle changed. */
-  scopeChanged?: () => void;
+  /** One page of the annotations in this scope after `cursor` (null: the first page). */
+  fetchPage: (scope: ListScope, cursor: string | null, signal: AbortSignal) => Promise<AnnotationPage>;
+  error: (title: string, message: string) => void;
 }
 
 export class AnnotationList {
   private features: AnnotationFeature[] = [];
-  private volume: { slice: number; plane: string } | null = null;
+  private nextCursor: string | null = null;
+  private rowCap = ROW_CAP;
+  private loading: AbortController | null = null;
   private filter: AnnotationFilter = { ...NO_FILTER };
   private selected = new Set<string>();
   private readonly items: HTMLUListElement;
   private readonly unsaved: HTMLUListElement;
   private readonly count: HTMLElement;
-  private readonly allSlices: HTMLInputElement;
-  private readonly allSlicesRow: HTMLElement;
+  private readonly all: HTMLInputElement;
+  private readonly allText: Text;
+  private readonly summary: HTMLElement;
+  private readonly more: HTMLButtonElement;
   private readonly selects: Record<'label' | 'author' | 'status', HTMLSelectElement>;
 
   constructor(
@@ -36,17 +58,16 @@ export class AnnotationList {
     private readonly colour: (label: string) => string,
   ) {
     this.count = el('span', { className: 'badge', attrs: { id: 'annotation-list-count' } });
-    this.allSlices = el('input', { attrs: { type: 'checkbox', id: 'list-all-slices' } });
-    this.allSlices.addEventListener('change', () => {
-      this.render();
-      this.events.scopeChanged?.();
-    });
-    this.allSlicesRow = el('label', { className: 'field-row list-scope' }, [this.allSlices, 'All slices']);
+    this.all = el('input', { attrs: { type: 'checkbox', id: 'list-all' } });
+    this.all.addEventListener('change', () => void this.reload());
+    this.allText = document.createTextNode('All of the image');
+    const allRow = el('label', { className: 'field-row list-scope', title: 'Unticked: the annotations in view' }, [this.all, this.allText]);
     const select = (name: 'label' | 'author' | 'status', title: string): HTMLSelectElement => {
       const node = el('select', { className: 'field-input', attrs: { id: `filter-${name}`, 'aria-label': title }, title });
       node.addEventListener('change', () => {
         const value = node.value === '' ? null : node.value;
         this.filter = { ...this.filter, [name]: value } as AnnotationFilter;
+        this.rowCap = ROW_CAP;
         this.render();
       });
       return node;
@@ -54,33 +75,111 @@ export class AnnotationList {
     this.selects = { label: select('label', 'Label'), author: select('author', 'Author'), status: select('status', 'Status') };
     this.unsaved = el('ul', { className: 'annot-list annot-unsaved', attrs: { id: 'annotation-unsaved' } });
     this.items = el('ul', { className: 'annot-list', attrs: { id: 'annotation-list-items', role: 'listbox', 'aria-label': 'Annotations' } });
+    this.summary = el('span', { className: 'control-hint', attrs: { id: 'annotation-list-summary' } });
+    this.more = el('button', {
+      className: 'btn',
+      text: 'More',
+      title: 'Draw the next rows, or load the next page from the server',
+      attrs: { type: 'button', id: 'annotation-list-more' },
+    });
+    this.more.addEventListener('click', () => void this.showMore());
     root.replaceChildren(
       el('section', { className: 'control' }, [
         el('h3', { className: 'control-title' }, ['Annotations ', this.count]),
-        this.allSlicesRow,
+        allRow,
         el('div', { className: 'filter-row' }, [this.selects.label, this.selects.author, this.selects.status]),
         this.unsaved,
         this.items,
+        el('div', { className: 'field-row' }, [this.summary, this.more]),
       ]),
     );
     root.hidden = true;
   }
 
-  get showsAllSlices(): boolean {
-    return this.volume !== null && this.allSlices.checked;
+  get scope(): ListScope {
+    return this.all.checked ? 'all' : 'view';
   }
 
-  /** Every annotation of the image; `volume`: the slice shown (null for 2D images). */
-  setData(features: AnnotationFeature[], volume: { slice: number; plane: string } | null): void {
-    this.features = features;
-    this.volume = volume;
+  /** A new image: show the panel ("All slices" on volumes) and load its first page. */
+  open(volume: boolean): void {
     this.root.hidden = false;
-    this.allSlicesRow.hidden = volume === null;
+    this.allText.data = volume ? 'All slices' : 'All of the image';
+    void this.reload();
+  }
+
+  /** The view (extent or slice) changed: reload the rows if they follow it. */
+  viewChanged(): void {
+    if (!this.root.hidden && this.scope === 'view') void this.reload();
+  }
+
+  /** Load the first page of the scope again (the rows loaded so far are replaced). */
+  async reload(): Promise<void> {
+    this.loading?.abort();
+    const loading = new AbortController();
+    this.loading = loading;
+    try {
+      const page = await this.events.fetchPage(this.scope, null, loading.signal);
+      if (loading.signal.aborted) return;
+      this.features = page.features;
+      this.nextCursor = page.nextCursor;
+      this.rowCap = ROW_CAP;
+      this.fillFilters();
+      this.render();
+    } catch (error) {
+      if (!loading.signal.aborted) this.events.error('Annotations could not be listed', error instanceof Error ? error.message : String(error));
+    } finally {
+      if (this.loading === loading) this.loading = null;
+    }
+  }
+
+  /** "More": draw the next rows already loaded, else load the next page from the server. */
+  private async showMore(): Promise<void> {
+    const matching = filterAnnotations(this.features, this.filter).length;
+    if (this.rowCap < matching) {
+      this.rowCap += ROW_CAP;
+      this.render();
+      return;
+    }
+    const cursor = this.nextCursor;
+    if (cursor === null || this.loading) return;
+    const loading = new AbortController();
+    this.loading = loading;
+    this.more.disabled = true;
+    try {
+      const page = await this.events.fetchPage(this.scope, cursor, loading.signal);
+      if (loading.signal.aborted) return;
+      this.features = [...this.features, ...page.features];
+      this.nextCursor = page.nextCursor;
+      this.rowCap += ROW_CAP;
+      this.fillFilters();
+      this.render();
+    } catch (error) {
+      if (!loading.signal.aborted) this.events.error('Annotations could not be listed', error instanceof Error ? error.message : String(error));
+    } finally {
+      if (this.loading === loading) this.loading = null;
+      this.more.disabled = false;
+    }
+  }
+
+  /** A save's answer: update its row (or add it), without asking the server again. */
+  upsert(stored: AnnotationFeature): void {
+    if (this.root.hidden) return;
+    this.features = upsertFeature(this.features, stored);
     this.fillFilters();
     this.render();
   }
 
+  /** A deleted annotation: drop its row. */
+  remove(id: number | string): void {
+    if (this.root.hidden) return;
+    this.features = withoutFeature(this.features, id);
+    this.render();
+  }
+
   hide(): void {
+    this.loading?.abort();
+    this.features = [];
+    this.nextCursor = null;
     this.root.hidden = true;
   }
 
@@ -115,9 +214,13 @@ export class AnnotationList {
   private fillFilters(): void {
     const { labels, authors } = filterChoices(this.features);
     const fill = (node: HTMLSelectElement, any: string, values: readonly string[], current: string | null): void => {
-      const options = [el('option', { text: any, attrs: { value: '' } }), ...values.map((v) => el('option', { text: v, attrs: { value: v } }))];
-      node.replaceChildren(...options);
-      node.value = current !== null && values.includes(current) ? current : '';
+      // A filter chosen stays chosen though the rows loaded now have no such value.
+      const offered = current !== null && !values.includes(current) ? [...values, current] : values;
+      node.replaceChildren(
+        el('option', { text: any, attrs: { value: '' } }),
+        ...offered.map((v) => el('option', { text: v, attrs: { value: v } })),
+      );
+      node.value = current ?? '';
     };
     fill(this.selects.label, 'Any label', labels, this.filter.label);
     fill(this.selects.author, 'Any author', authors, this.filter.author);
@@ -130,15 +233,15 @@ export class AnnotationList {
   }
 
   private render(): void {
-    const scope = this.showsAllSlices ? null : this.volume;
-    const shown = filterAnnotations(
-      this.features.filter((f) => onSlice(f, scope)),
-      this.filter,
-    );
-    this.count.textContent = String(shown.length);
+    const shown = filterAnnotations(this.features, this.filter);
+    const drawn = shown.slice(0, this.rowCap);
+    const more = this.nextCursor !== null;
+    this.count.textContent = `${shown.length}${more ? '+' : ''}`;
     this.count.dataset.count = String(shown.length);
+    this.summary.textContent = listSummary(drawn.length, shown.length, more);
+    this.more.hidden = drawn.length >= shown.length && !more;
     this.items.replaceChildren(
-      ...shown.map((feature) => {
+      ...drawn.map((feature) => {
         const p = feature.properties;
         const status = statusOf(feature);
         const swatch = el('span', { className: 'label-swatch', attrs: { 'aria-hidden': 'true' } });

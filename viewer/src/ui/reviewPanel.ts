@@ -1,13 +1,18 @@
 /**
  * Review mode (reviewers and admins): step through the image's submitted annotations (N /
  * Shift+N), each zoomed to and selected on the map, and accept (A) or reject (R) it with a
- * comment (`POST /annotations/{id}/review`, If-Match its version).
+ * comment (`POST /annotations/{id}/review`, If-Match its version). The queue is read from the
+ * image's listing page by page, only while reviewing, and topped up as the reviewer nears its end.
  */
-import type { AnnotationFeature } from '../api';
+import type { AnnotationFeature, AnnotationPage } from '../api';
 import { ApiError, reviewAnnotation } from '../api';
-import { describe, statusOf } from './annotationFilter';
+import { describe } from './annotationFilter';
 import { el } from './dom';
-import { ReviewQueue } from './reviewQueue';
+import { ReviewQueue, submittedOf } from './reviewQueue';
+
+/** Pages of 1,000 read per top-up at most, and the queue length under which one starts. */
+const PAGES_PER_TOP_UP = 5;
+const TOP_UP_BELOW = 20;
 
 export interface ReviewEvents {
   /** Show this annotation (go to its slice, zoom, select). */
@@ -15,10 +20,15 @@ export interface ReviewEvents {
   /** A decision was stored. */
   decided: (stored: AnnotationFeature) => void;
   error: (title: string, message: string) => void;
+  /** One page of the image's annotations after `cursor` (null: the first page). */
+  fetchPage: (cursor: string | null, signal: AbortSignal) => Promise<AnnotationPage>;
 }
 
 export class ReviewPanel {
-  private readonly queue = new ReviewQueue();
+  private queue = new ReviewQueue();
+  /** Where the listing goes on; null at its end; undefined before the first page. */
+  private cursor: string | null | undefined = undefined;
+  private loading: AbortController | null = null;
   private active = false;
   private busy = false;
   private readonly toggle: HTMLButtonElement;
@@ -83,14 +93,47 @@ export class ReviewPanel {
     if (!allowed) this.setActive(false);
   }
 
-  /** Every annotation of the image: the submitted ones form the queue. */
-  setAnnotations(features: AnnotationFeature[]): void {
-    const had = this.queue.current;
-    this.queue.setItems(features.filter((f) => f.geometry !== null && statusOf(f) === 'submitted'));
+  /** A new image: an empty queue, read from its first page when reviewing. */
+  reset(): void {
+    this.loading?.abort();
+    this.loading = null;
+    this.queue = new ReviewQueue();
+    this.cursor = undefined;
     this.render();
-    // Review started before the list arrived: show the first one now.
+    if (this.active) void this.topUp();
+  }
+
+  /**
+   * Read further pages of the listing until some submitted ones are queued (or the listing
+   * ends, or PAGES_PER_TOP_UP pages were read); show the first one if none was shown.
+   */
+  private async topUp(): Promise<void> {
+    if (this.loading || this.cursor === null) return;
+    const loading = new AbortController();
+    this.loading = loading;
+    const had = this.queue.current;
+    try {
+      for (let pages = 0; pages < PAGES_PER_TOP_UP && this.cursor !== null; pages += 1) {
+        const page = await this.events.fetchPage(this.cursor ?? null, loading.signal);
+        if (loading.signal.aborted) return;
+        this.queue.append(submittedOf(page.features));
+        this.cursor = page.nextCursor;
+        if (this.queue.length >= TOP_UP_BELOW) break;
+      }
+    } catch (error) {
+      if (!loading.signal.aborted) this.events.error('The review queue could not be read', error instanceof Error ? error.message : String(error));
+      return;
+    } finally {
+      if (this.loading === loading) this.loading = null;
+    }
+    this.render();
     const current = this.queue.current;
     if (this.active && !had && current) this.events.show(current);
+  }
+
+  /** Near the end of what is queued, read on (in the background). */
+  private topUpIfLow(): void {
+    if (this.queue.length - this.queue.position < TOP_UP_BELOW) void this.topUp();
   }
 
   setActive(active: boolean): void {
@@ -101,6 +144,7 @@ export class ReviewPanel {
     this.render();
     const current = this.queue.current;
     if (active && current) this.events.show(current);
+    if (active) this.topUpIfLow();
   }
 
   /** N / Shift+N. */
@@ -110,6 +154,7 @@ export class ReviewPanel {
     this.comment.value = '';
     this.render();
     if (current) this.events.show(current);
+    this.topUpIfLow();
   }
 
   /** A / R, or the buttons. */
@@ -130,6 +175,7 @@ export class ReviewPanel {
       this.render();
       this.events.decided(stored);
       if (next) this.events.show(next);
+      this.topUpIfLow();
     } catch (error) {
       const stale = error instanceof ApiError && error.status === 412;
       this.events.error(
@@ -144,7 +190,9 @@ export class ReviewPanel {
   private render(): void {
     const current = this.queue.current;
     const n = this.queue.length;
-    this.position.textContent = n === 0 ? 'none submitted' : `${this.queue.position + 1} of ${n}`;
+    const more = this.cursor !== null ? '+' : ''; // the listing has not been read to its end
+    const none = this.cursor === null ? 'none submitted' : 'looking…';
+    this.position.textContent = n === 0 ? none : `${this.queue.position + 1} of ${n}${more}`;
     this.position.dataset.count = String(n);
     this.summary.dataset.id = current?.id !== undefined ? String(current.id) : '';
     this.summary.textContent = current

@@ -4,6 +4,11 @@
  */
 import type { AnnotationFeature } from '../api';
 
+/** The shapes waiting for review among a page of a listing (it has no status filter). */
+export function submittedOf(features: AnnotationFeature[]): AnnotationFeature[] {
+  return features.filter((f) => f.geometry !== null && (f.properties.status ?? 'draft') === 'submitted');
+}
+
 export class ReviewQueue {
   private items: AnnotationFeature[] = [];
   private index = 0;
@@ -14,6 +19,12 @@ export class ReviewQueue {
     this.items = [...items];
     const at = keep === undefined ? -1 : this.items.findIndex((f) => f.id === keep);
     this.index = at >= 0 ? at : Math.min(this.index, Math.max(0, this.items.length - 1));
+  }
+
+  /** Add the submitted ones of a further page at the end (ids already queued are skipped). */
+  append(items: AnnotationFeature[]): void {
+    const queued = new Set(this.items.map((f) => f.id));
+    this.items.push(...items.filter((f) => !queued.has(f.id)));
   }
 
   get length(): number {
