@@ -740,3 +740,71 @@ def test_a_failed_edit_is_kept_and_retried(page: Page, aserver: Setup, tmp_path:
     moved = np.array([(260, 160), (340, 160), (340 + 24 / place.scale, 240), (260, 240)])
     assert same_ring(ring, moved, place.tol), ring
     assert page.evaluate(f"localStorage.getItem('tessera.pending.{GEO_ID}')") is None
+
+
+def test_a_crowded_list_draws_200_rows_and_pages_on_demand(
+    page: Page, aserver: Setup, tmp_path: Path
+) -> None:
+    """1,050 shapes: the list in view is one page of 1,000 with 200 rows drawn; "More" draws
+    the next rows, and with "All" loads the server's next page; filters apply to the rows."""
+    server = aserver.server
+    open_as(page, server)
+    clear_annotations(page, server)
+    grid = [(8 + 17 * i, 8 + 13 * j) for i in range(35) for j in range(30)]  # 1,050 in view
+    bulk = {
+        "type": "FeatureCollection",
+        "features": [
+            polygon("road" if n % 2 else "field", square(c, r, 3)) for n, (c, r) in enumerate(grid)
+        ],
+    }
+    r = page.request.post(
+        f"{server.base}api/v1/images/{GEO_ID}/annotations/bulk?crs=pixel",
+        data=json.dumps(bulk),
+        headers=HEADERS,
+    )
+    assert r.status == 201, r.text()
+    try:
+        page.reload()
+        wait_ready(page, GEO_ID)
+        rows = page.locator("#annotation-list-items .annot-item")
+        summary = page.locator("#annotation-list-summary")
+        more = page.locator("#annotation-list-more")
+        page.wait_for_selector('#annotation-list-count[data-count="1000"]')  # one bbox page
+        assert rows.count() == 200
+        assert summary.inner_text() == "Showing 200 of 1,000 · more on the server"
+        more.click()
+        page.wait_for_function(
+            "document.querySelectorAll('#annotation-list-items .annot-item').length === 400"
+        )
+
+        page.locator("#list-all").check()
+        page.wait_for_function(
+            "document.querySelectorAll('#annotation-list-items .annot-item').length === 200"
+        )
+        for drawn in (400, 600, 800, 1000):  # the rows loaded first, 200 at a time
+            more.click()
+            page.wait_for_function(
+                "document.querySelectorAll('#annotation-list-items .annot-item').length"
+                f" === {drawn}"
+            )
+        assert summary.inner_text() == "1,000 shown · more on the server"
+        with page.expect_response(lambda r: "cursor=" in r.url and "bbox" not in r.url) as nxt:
+            more.click()  # then the server's next page
+        assert nxt.value.status == 200
+        page.wait_for_selector('#annotation-list-count[data-count="1050"]')
+        assert summary.inner_text() == "1,050 shown"
+        assert more.is_hidden()
+        ids = [int(i or 0) for i in rows.evaluate_all("(n) => n.map((e) => e.dataset.id)")]
+        assert ids == sorted(ids) and len(set(ids)) == 1050
+
+        page.select_option("#filter-label", "road")
+        page.wait_for_selector('#annotation-list-count[data-count="525"]')
+        assert rows.count() == 200
+        assert summary.inner_text() == "Showing 200 of 525"
+        assert {rows.nth(k).get_attribute("data-label") for k in (0, 199)} == {"road"}
+        shot(page, screens(tmp_path), "list-crowded")
+    finally:
+        admin = {**HEADERS, "Authorization": f"Bearer {TOKEN}"}
+        while found := features(page, server, "crs=pixel&limit=1000"):
+            for f in found:
+                page.request.delete(f"{server.base}api/v1/annotations/{f['id']}", headers=admin)

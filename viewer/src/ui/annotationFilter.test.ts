@@ -74,6 +74,7 @@ describe('list summary', () => {
   it('says how many rows are drawn of those matching, and whether the server has more', () => {
     expect(listSummary(3, 3, false)).toBe('3 shown');
     expect(listSummary(200, 12345, false)).toBe('Showing 200 of 12,345');
-    expect(listSummary(200, 1000, true)).toBe('Showing 200 of 1,000 loaded · more on the server');
+    expect(listSummary(200, 1000, true)).toBe('Showing 200 of 1,000 · more on the server');
+    expect(listSummary(1000, 1000, true)).toBe('1,000 shown · more on the server');
   });
 });

@@ -85,10 +85,10 @@ export function withoutFeature(features: AnnotationFeature[], id: number | strin
 
 /**
  * The list's footer: how many rows are drawn of those that pass the filter, and whether the
- * server has more pages ("Showing 200 of 1,234 loaded · more on the server").
+ * server has more pages ("Showing 200 of 1,234 · more on the server").
  */
 export function listSummary(drawn: number, matching: number, moreOnServer: boolean): string {
   const n = (v: number): string => v.toLocaleString('en-US');
   const head = drawn < matching ? `Showing ${n(drawn)} of ${n(matching)}` : `${n(matching)} shown`;
-  return moreOnServer ? `${head} loaded · more on the server` : head;
+  return moreOnServer ? `${head} · more on the server` : head;
 }
