@@ -381,6 +381,49 @@ def _label(c, who: str) -> str:
     return name
 
 
+def test_listing_filters(api) -> None:
+    """label (with its sub-labels), status, author and kind narrow every listing; pages stay
+    full; a bad value is a 400 naming the allowed ones."""
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    base = f"/api/v1/images/{image}/annotations"
+    made: dict[int, tuple[str, str, str]] = {}
+    for i, label in enumerate(["vehicle", "vehicle/car", "vehicles", "tree", "vehicle/car/suv"]):
+        for user in ("ann", "ann2"):
+            ring = [[x + 20 * i, y] for x, y in RING]
+            status = "submitted" if i % 2 else "draft"
+            r = c[user]("POST", base + "?crs=pixel", feature(ring, label, status=status))
+            assert r.status_code == 201, r.text
+            made[r.json()["id"]] = (label, user, r.json()["properties"]["status"])
+
+    def ids(query: str) -> list[int]:
+        r = c["rev"]("GET", f"{base}?{query}")
+        assert r.status_code == 200, r.text
+        return [f["id"] for f in r.json()["features"]]
+
+    vehicles = [a for a, (lab, _, _) in made.items() if lab.split("/")[0] == "vehicle"]
+    assert len(vehicles) == 6
+    assert ids("label=vehicle") == vehicles
+    assert ids("label=vehicle&crs=pixel&bbox=0,0,800,600") == vehicles
+    cars_of_ann2 = [a for a, (lab, u, _) in made.items() if "car" in lab and u == "ann2"]
+    assert ids("label=vehicle/car&author=ann2") == cars_of_ann2
+    submitted = [a for a, (_, _, st) in made.items() if st == "submitted"]
+    assert len(submitted) == 4 and ids("status=submitted") == submitted
+    both = [a for a, (lab, _, _) in made.items() if lab in ("tree", "vehicles")]
+    assert ids("label=tree&label=vehicles") == both
+    assert ids("status=draft,accepted&label=vehicles") == [
+        a for a, (lab, _, st) in made.items() if lab == "vehicles" and st == "draft"
+    ]
+    assert ids("kind=point") == [] and len(ids("kind=polygon")) == 10
+    page = c["rev"]("GET", f"{base}?label=vehicle&limit=4").json()
+    assert [f["id"] for f in page["features"]] == vehicles[:4]
+    rest = ids(f"label=vehicle&limit=4&cursor={page['next_cursor']}")
+    assert rest == vehicles[4:]
+    bad = c["rev"]("GET", f"{base}?status=done")
+    assert bad.status_code == 400 and "submitted" in bad.json()["message"]
+    assert c["rev"]("GET", f"{base}?kind=circle").status_code == 400
+
+
 def test_volume_annotations_in_patient_coordinates(shared_data: Path, serve_dirs) -> None:
     """A polygon drawn on an axial slice of a real CT series: stored in LPS mm as a planar 3D
     polygon with its frame of reference and SOP instance, read back exactly, and listed on a
@@ -412,6 +455,8 @@ def test_volume_annotations_in_patient_coordinates(shared_data: Path, serve_dirs
     on_slice = c("GET", base + "?crs=pixel&slice=1").json()["features"]
     assert [f["geometry"]["type"] for f in on_slice] == ["Polygon", "Polygon"]
     assert c("GET", base + "?crs=pixel&slice=0").json()["features"] == []
+    assert len(c("GET", base + "?crs=pixel&slice=1&label=liver").json()["features"]) == 2
+    assert c("GET", base + "?crs=pixel&slice=1&label=live").json()["features"] == []
     cut = c("GET", base + "?crs=world&slice=20&plane=coronal").json()["features"]
     assert len(cut) == 2 and all(f["properties"]["intersection"] for f in cut)
     seg = np.asarray(cut[0]["geometry"]["coordinates"][0])

@@ -18,7 +18,7 @@ import shapely
 
 from annot.errors import Conflict, NotFound, UnknownLabel, VersionConflict
 from annot.model import Action, Content, Kind, Mask, Placement, Plane, Status
-from annot.storage import Region, Store, open_store
+from annot.storage import Filter, Region, Store, open_store
 from annot.taxonomy import Label
 from annot.users import Role
 from tests import pg
@@ -354,6 +354,54 @@ def test_query_page_small_and_large_regions_agree(store: Store) -> None:
                 break
             after = page.ids[-1]
         assert got == expected, limit
+
+
+def test_filters_by_label_tree_status_author_and_kind(store: Store) -> None:
+    """A label keeps its sub-labels and nothing else that merely starts alike; every path of
+    both stores (no region, one join, ids first, objects and columns) pages the same ids."""
+    labels = ["vehicle", "vehicle/car", "vehicle/car/sedan", "vehicles", "Vehicle", "veh%", "tree"]
+    contents = []
+    for i in range(140):
+        label = labels[i % len(labels)]
+        status = [Status.draft, Status.submitted, Status.accepted][i % 3]
+        shape = poly((i % 14) * 3.0, (i // 14) * 3.0, 2.0, label)
+        contents.append(Content(shape.kind, label, shape.geometry, status=status))
+    contents.append(Content(Kind.point, "vehicle/car", shapely.Point(1, 1)))
+    a = store.add("img", "default", contents[:70], "ann")
+    b = store.add("img", "default", contents[70:], "bob")
+    every = a + b
+
+    def expected(keep) -> list[int]:  # type: ignore[no-untyped-def]
+        return [x.id for x in every if keep(x)]
+
+    cases = [
+        (Filter(labels=("vehicle",)), lambda x: x.content.label.split("/")[0] == "vehicle"),
+        (Filter(labels=("vehicle/car",)), lambda x: x.content.label.startswith("vehicle/car")),
+        (Filter(labels=("veh%",)), lambda x: x.content.label == "veh%"),
+        (Filter(labels=("tree", "Vehicle")), lambda x: x.content.label in ("tree", "Vehicle")),
+        (
+            Filter(statuses=(Status.submitted, Status.accepted), authors=("bob",)),
+            lambda x: x.content.status != Status.draft and x.author == "bob",
+        ),
+        (Filter(kinds=(Kind.point,)), lambda x: x.content.kind == Kind.point),
+        (Filter(labels=("vehicle",), statuses=(Status.rejected,)), lambda x: False),
+    ]
+    everywhere = Region((-1, -1, 100, 100, 0, 0), shapely.box(-1, -1, 100, 100))
+    for where, keep in cases:
+        want = expected(keep)
+        assert [x.id for x in store.query("img", None, 0, 1000, where)] == want, where
+        assert [x.id for x in store.query("img", everywhere, 0, 1000, where)] == want, where
+        for limit in (3, 1000):  # 3: many pages of candidates (SQLite reads ids first)
+            got: list[int] = []
+            after = 0
+            while True:
+                page = store.query_page("img", everywhere, after, limit, None, where)
+                got.extend(page.ids)
+                if len(page.ids) < limit:
+                    break
+                after = page.ids[-1]
+            assert got == want, (where, limit)
+    assert len(expected(lambda x: x.content.label.split("/")[0] == "vehicle")) == 61
 
 
 def test_kept_geometry_texts_are_the_computed_bytes(store: Store) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from annot.errors import AnnotError
-from annot.storage.base import Region, Store
+from annot.storage.base import Filter, Region, Store
 from annot.storage.sqlite import SqliteStore
 
-__all__ = ["Region", "SqliteStore", "Store", "open_store"]
+__all__ = ["Filter", "Region", "SqliteStore", "Store", "open_store"]
 
 
 def open_store(url: str) -> Store:

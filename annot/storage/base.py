@@ -81,6 +81,47 @@ class Region:
     shape: BaseGeometry | None = None
 
 
+@dataclass(frozen=True)
+class Filter:
+    """What a listing keeps besides where annotations are: any of ``labels`` (a label keeps its
+    sub-labels too: ``vehicle`` keeps ``vehicle/car``), any of ``statuses``, ``authors`` and
+    ``kinds``; an empty tuple keeps every value. Both stores apply it in SQL, so pages stay
+    full and cursors stay valid."""
+
+    labels: tuple[str, ...] = ()
+    statuses: tuple[Status, ...] = ()
+    authors: tuple[str, ...] = ()
+    kinds: tuple[Kind, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.statuses or self.authors or self.kinds)
+
+    def sql(self, ph: str, alias: str = "") -> tuple[str, list[Any]]:
+        """`` AND ...`` conditions (empty when the filter keeps all) and their parameters, for
+        placeholders ``ph`` (``?`` or ``%s``) on columns of the table named ``alias``."""
+        col = f"{alias}." if alias else ""
+        parts: list[str] = []
+        params: list[Any] = []
+        if self.labels:
+            # substr, not LIKE: labels may hold % and _, and SQLite's LIKE ignores case
+            tests = []
+            for name in self.labels:
+                tests.append(
+                    f"{col}label = {ph} OR substr({col}label, 1, CAST({ph} AS INTEGER)) = {ph}"
+                )
+                params += [name, len(name) + 1, name + "/"]
+            parts.append("(" + " OR ".join(tests) + ")")
+        for column, values in (
+            ("status", self.statuses),
+            ("author", self.authors),
+            ("kind", self.kinds),
+        ):
+            if values:
+                parts.append(f"{col}{column} IN ({', '.join([ph] * len(values))})")
+                params += [str(v) for v in values]
+        return "".join(f" AND {p}" for p in parts), params
+
+
 class Store(Protocol):
     # Set by the server: the geometry texts to keep with each annotation written (see
     # ``annot.features.CachedTexts``); None keeps none (listings then compute them).
@@ -151,10 +192,15 @@ class Store(Protocol):
     def delete(self, aid: int, expected_version: int | None, user: str) -> None: ...
 
     def query(
-        self, image_id: str, region: Region | None = None, after: int = 0, limit: int = 1000
+        self,
+        image_id: str,
+        region: Region | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        where: Filter | None = None,
     ) -> list[Annotation]:
         """Annotations of an image by id (> ``after``), those intersecting ``region`` if given
-        (then tags, having no geometry, are left out)."""
+        (then tags, having no geometry, are left out) and kept by ``where``."""
         ...
 
     def query_page(
@@ -164,6 +210,7 @@ class Store(Protocol):
         after: int = 0,
         limit: int = 1000,
         cached: tuple[str, str] | None = None,
+        where: Filter | None = None,
     ) -> FeaturePage:
         """``query`` with a region, as columns (the fast path of the HTTP listing); with
         ``cached=(key, crs)`` (``annot.features.cached_column``) also the geometry texts kept

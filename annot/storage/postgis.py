@@ -26,6 +26,7 @@ from annot.storage.base import (
     BOUND_KEYS,
     CONTENT_KEYS,
     FeaturePage,
+    Filter,
     ImageChange,
     Region,
     annotation_to_record,
@@ -171,21 +172,28 @@ IMAGE_LOG_LOCK = 7217  # first key of the per-image change-log locks (two-int4 k
 
 
 def _region_sql(
-    columns: str, image_id: str, region: Region, after: int, limit: int
+    columns: str,
+    image_id: str,
+    region: Region,
+    after: int,
+    limit: int,
+    where: Filter | None = None,
 ) -> tuple[str, list[Any]]:
-    """What meets the region's bounds (GiST) and, if given, intersects its shape, by id."""
+    """What meets the region's bounds (GiST), intersects its shape if given and is kept by
+    ``where``, by id."""
     x0, y0, x1, y1, z0, z1 = region.bounds
-    exact = ""
-    params: list[Any] = [x0, y0, x1, y1, image_id, x0, x1, y0, y1, z0, z1, after]
+    keep, keep_params = (where or Filter()).sql("%s")
+    exact = keep + " "
+    params: list[Any] = [x0, y0, x1, y1, image_id, x0, x1, y0, y1, z0, z1, after, *keep_params]
     if region.shape is not None:
-        exact = "AND ST_Intersects(geom, ST_GeomFromWKB(%s)) "
+        exact += "AND ST_Intersects(geom, ST_GeomFromWKB(%s)) "
         params.append(shapely.to_wkb(region.shape))
     params.append(limit)
     sql = (
         f"SELECT {columns} FROM annotations "
         "WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s) AND image_id = %s "
         "AND maxx >= %s AND minx <= %s AND maxy >= %s AND miny <= %s "
-        "AND maxz >= %s AND minz <= %s AND id > %s "
+        "AND maxz >= %s AND minz <= %s AND id > %s"
         f"{exact}ORDER BY id LIMIT %s"
     )
     return sql, params
@@ -637,18 +645,24 @@ class PostgisStore:
             )
 
     def query(
-        self, image_id: str, region: Region | None = None, after: int = 0, limit: int = 1000
+        self,
+        image_id: str,
+        region: Region | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        where: Filter | None = None,
     ) -> list[Annotation]:
         check_page(after, limit)
         conn = self._conn()
         if region is None:
+            keep, keep_params = (where or Filter()).sql("%s")
             rows = conn.execute(
-                f"SELECT {SELECT_COLUMNS} FROM annotations WHERE image_id = %s AND id > %s "
-                "ORDER BY id LIMIT %s",
-                (image_id, after, limit),
+                f"SELECT {SELECT_COLUMNS} FROM annotations WHERE image_id = %s AND id > %s"
+                f"{keep} ORDER BY id LIMIT %s",
+                (image_id, after, *keep_params, limit),
             ).fetchall()
             return decode_rows(rows)
-        cur = conn.execute(*_region_sql(SELECT_COLUMNS, image_id, region, after, limit))
+        cur = conn.execute(*_region_sql(SELECT_COLUMNS, image_id, region, after, limit, where))
         return decode_rows(cur.fetchall())
 
     def query_page(
@@ -658,6 +672,7 @@ class PostgisStore:
         after: int = 0,
         limit: int = 1000,
         cached: tuple[str, str] | None = None,
+        where: Filter | None = None,
     ) -> FeaturePage:
         check_page(after, limit)
         text = "NULL"
@@ -667,7 +682,7 @@ class PostgisStore:
                 raise ValueError(f"not a geometry text key and crs: {cached!r}")
             text = f"CASE WHEN gkey = '{key}' THEN g{crs} END"
         columns = f"id, ST_AsBinary(geom), props, {text}"
-        sql, params = _region_sql(columns, image_id, region, after, limit)
+        sql, params = _region_sql(columns, image_id, region, after, limit, where)
         # Binary results: WKB and the kept texts arrive as bytes, not hex to decode.
         rows = self._conn().execute(sql, params, binary=True).fetchall()
         return FeaturePage(

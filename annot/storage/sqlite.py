@@ -29,6 +29,7 @@ from annot.storage.base import (
     BOUND_KEYS,
     CONTENT_KEYS,
     FeaturePage,
+    Filter,
     ImageChange,
     Region,
     annotation_to_record,
@@ -638,19 +639,26 @@ class SqliteStore:
             )
 
     def query(
-        self, image_id: str, region: Region | None = None, after: int = 0, limit: int = 1000
+        self,
+        image_id: str,
+        region: Region | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        where: Filter | None = None,
     ) -> list[Annotation]:
         check_page(after, limit)
         conn = self._conn()
+        keep, keep_params = (where or Filter()).sql("?")
         if region is None:
             rows = conn.execute(
-                f"SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE image_id = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (image_id, after, limit),
+                f"SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE image_id = ? AND id > ?"
+                f"{keep} ORDER BY id LIMIT ?",
+                (image_id, after, *keep_params, limit),
             ).fetchall()
             return decode_rows(rows)
         found: list[Annotation] = []
-        for cursor in self._pages(conn, image_id, region, after, limit, ANNOTATION_COLUMNS):
+        pages = self._pages(conn, image_id, region, after, limit, ANNOTATION_COLUMNS, where)
+        for cursor in pages:
             batch = decode_rows(cursor.fetchall())
             if region.shape is not None:
                 batch = _exact(batch, region)
@@ -667,30 +675,33 @@ class SqliteStore:
         after: int,
         limit: int,
         columns: str,
+        where: Filter | None = None,
     ) -> Iterator[sqlite3.Cursor]:
-        """Rows whose bounds meet the region's, ``limit`` at a time, by id."""
+        """Rows whose bounds meet the region's (and ``where`` keeps), ``limit`` at a time, by
+        id."""
         tree = self._tree(conn, image_id)
         if tree is None:
             return
         name, dims = tree
         x0, y0, x1, y1, z0, z1 = region.bounds
-        where = "minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?"
+        inside = "minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?"
         params: list[float] = [x1, x0, y1, y0]
         if dims == 3:
-            where += " AND minz <= ? AND maxz >= ?"
+            inside += " AND minz <= ? AND maxz >= ?"
             params += [z1, z0]
         # The tree answers ids in its own order: sort them, then read rows a page at a time.
-        cur = conn.execute(f"SELECT id FROM {name} WHERE {where} AND id > ?", (*params, after))
+        cur = conn.execute(f"SELECT id FROM {name} WHERE {inside} AND id > ?", (*params, after))
         ids = np.array([r[0] for r in cur], dtype=np.int64)
         ids.sort()
+        keep, keep_params = (where or Filter()).sql("?")
         sql = (
             f"SELECT {columns} FROM annotations WHERE id IN "
             "(SELECT value FROM json_each(?)) AND maxx >= ? AND minx <= ? AND maxy >= ? "
-            "AND miny <= ? AND maxz >= ? AND minz <= ? ORDER BY id"
+            f"AND miny <= ? AND maxz >= ? AND minz <= ?{keep} ORDER BY id"
         )
         for start in range(0, len(ids), limit):
             chunk = json.dumps(ids[start : start + limit].tolist())
-            yield conn.execute(sql, (chunk, x0, x1, y0, y1, z0, z1))
+            yield conn.execute(sql, (chunk, x0, x1, y0, y1, z0, z1, *keep_params))
 
     def query_page(
         self,
@@ -699,11 +710,12 @@ class SqliteStore:
         after: int = 0,
         limit: int = 1000,
         cached: tuple[str, str] | None = None,
+        where: Filter | None = None,
     ) -> FeaturePage:
         check_page(after, limit)
         conn = self._conn()
         text = _text_column(cached)
-        found = self._joined(conn, image_id, region, after, limit, text)
+        found = self._joined(conn, image_id, region, after, limit, text, where)
         if found is not None:
             return _page(*found, region, limit, cached is not None)
         # A large region: read ids first, then rows a page at a time.
@@ -712,7 +724,7 @@ class SqliteStore:
         props: list[str] = []
         texts: list[bytes | None] = []
         columns = f"id, geom, props, {text}"
-        for cursor in self._pages(conn, image_id, region, after, limit, columns):
+        for cursor in self._pages(conn, image_id, region, after, limit, columns, where):
             chunk = _columns(cursor)
             page = _page(*chunk, region, limit - len(ids), True)
             ids.extend(page.ids)
@@ -732,6 +744,7 @@ class SqliteStore:
         after: int,
         limit: int,
         text: str = "NULL",
+        where: Filter | None = None,
     ) -> tuple[list[int], list[bytes], list[str], list[bytes | None]] | None:
         """Every candidate's (id, geom, props) in one R*Tree join, sorted by id; None when
         there are more than a few pages of them (then ``_pages`` reads ids first)."""
@@ -740,17 +753,18 @@ class SqliteStore:
             return [], [], [], []
         name, dims = tree
         x0, y0, x1, y1, z0, z1 = region.bounds
-        where = "r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?"
+        inside = "r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?"
         params: list[float] = [x1, x0, y1, y0]
         if dims == 3:
-            where += " AND r.minz <= ? AND r.maxz >= ?"
+            inside += " AND r.minz <= ? AND r.maxz >= ?"
             params += [z1, z0]
+        keep, keep_params = (where or Filter()).sql("?", "a")
         cursor = conn.execute(
             f"SELECT a.id, a.geom, a.props, {text} FROM {name} r "
             "JOIN annotations a ON a.id = r.id "
-            f"WHERE {where} AND r.id > ? AND a.maxx >= ? AND a.minx <= ? AND a.maxy >= ? "
-            "AND a.miny <= ? AND a.maxz >= ? AND a.minz <= ?",
-            (*params, after, x0, x1, y0, y1, z0, z1),
+            f"WHERE {inside} AND r.id > ? AND a.maxx >= ? AND a.minx <= ? AND a.maxy >= ? "
+            f"AND a.miny <= ? AND a.maxz >= ? AND a.minz <= ?{keep}",
+            (*params, after, x0, x1, y0, y1, z0, z1, *keep_params),
         )
         cap = 4 * limit + 1000
         ids: list[int] = []

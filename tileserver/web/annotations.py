@@ -57,8 +57,8 @@ from annot.frames import (
     parse_crs,
 )
 from annot.geometry import map_coords
-from annot.model import Annotation, Content, Plane, Status
-from annot.storage import Region
+from annot.model import Annotation, Content, Kind, Plane, Status
+from annot.storage import Filter, Region
 from annot.taxonomy import Label, Project, at_least, effective_role
 from annot.users import Role
 from tileserver.web.errors import status_for
@@ -305,15 +305,38 @@ def query_collection(
     limit: int,
     frame: ImageFrame,
     crs: str,
+    where: Filter | None = None,
 ) -> bytes:
     """One page of a query as FeatureCollection bytes (runs in the executor)."""
     if region is None:
-        found = store.query(image_id, None, after, limit)
+        found = store.query(image_id, None, after, limit, where)
         return collection(feature_dicts(found, frame, crs), found, limit)
     cached = cached_column(text_key(frame), crs)
-    page = store.query_page(image_id, region, after, limit, cached)
+    page = store.query_page(image_id, region, after, limit, cached, where)
     nxt = str(page.ids[-1]) if len(page.ids) == limit else None
     return page_collection(page, frame, crs, nxt)
+
+
+def _enum_values(values: list[str], enum: type[Status] | type[Kind], name: str) -> tuple[Any, ...]:
+    """Repeated and/or comma-separated values of an enumerated query parameter."""
+    allowed = [e.value for e in enum]
+    out = []
+    for value in (v for text in values for v in text.split(",") if v):
+        if value not in allowed:
+            raise BadRequest(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        out.append(enum(value))
+    return tuple(out)
+
+
+def listing_filter(arguments: Callable[[str], list[str]]) -> Filter:
+    """The listing's ``label``, ``status``, ``author`` and ``kind`` parameters (each may repeat;
+    ``status`` and ``kind`` also take commas; a label keeps its sub-labels)."""
+    return Filter(
+        labels=tuple(v for v in arguments("label") if v),
+        statuses=_enum_values(arguments("status"), Status, "status"),
+        authors=tuple(v for v in arguments("author") if v),
+        kinds=_enum_values(arguments("kind"), Kind, "kind"),
+    )
 
 
 def region_2d(frame: ImageFrame, crs: str, bbox: list[float]) -> Region:
@@ -342,6 +365,7 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
         frame, crs = self.frame_and_crs(image_id)
         limit = _int_arg(self.get_query_argument("limit", None), "limit", DEFAULT_LIMIT)
         after = _int_arg(self.get_query_argument("cursor", None), "cursor", 0)
+        where = listing_filter(self.get_query_arguments)
         bbox_arg = self.get_query_argument("bbox", None)
         slice_arg = self.get_query_argument("slice", None)
         plane_arg = self.get_query_argument("plane", None)
@@ -351,7 +375,9 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
         if is_volume:
             assert isinstance(frame, VolumeFrame)
             if slice_arg is not None:
-                await self._slice_view(image_id, frame, crs, slice_arg, plane_arg, after, limit)
+                await self._slice_view(
+                    image_id, frame, crs, slice_arg, plane_arg, after, limit, where
+                )
                 return
             if crs == PIXEL and bbox_arg is not None:
                 raise BadRequest("a pixel bbox on a volume needs slice (and plane)")
@@ -366,7 +392,7 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
             else:
                 region = region_2d(frame, crs, bbox)
         body = await self.call(
-            query_collection, self.ctx.store, image_id, region, after, limit, frame, crs
+            query_collection, self.ctx.store, image_id, region, after, limit, frame, crs, where
         )
         self.write_collection(body)
 
@@ -379,6 +405,7 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
         plane_arg: str | None,
         after: int,
         limit: int,
+        where: Filter,
     ) -> None:
         try:
             plane = Plane(plane_arg) if plane_arg else frame.default_plane
@@ -400,7 +427,7 @@ class ImageAnnotationsHandler(AnnotBaseHandler):
         region = Region((lo[0], lo[1], hi[0], hi[1], lo[2], hi[2]))
 
         def run() -> bytes:
-            found = self.ctx.store.query(image_id, region, after, limit)
+            found = self.ctx.store.query(image_id, region, after, limit, where)
             features = view_features(found, frame, crs, k, plane)
             return collection(features, found, limit)
 
@@ -793,11 +820,15 @@ def openapi_paths() -> dict[str, Any]:
             "plane": ("query", {"enum": ["axial", "coronal", "sagittal"]}, "volumes"),
             "limit": ("query", {"type": "integer", "default": DEFAULT_LIMIT}, "page size"),
             "cursor": ("query", {"type": "string"}, "next_cursor of the previous page"),
+            "label=": ("query", {"type": "string"}, "keep this label and its sub-labels; repeats"),
+            "status": ("query", {"type": "string"}, "keep these statuses (commas or repeats)"),
+            "author": ("query", {"type": "string"}, "keep this author's; repeats"),
+            "kind": ("query", {"type": "string"}, "keep these kinds (commas or repeats)"),
             "If-Match": ("header", {"type": "string"}, 'the ETag ("3") or the version'),
         }
         parameters = [
             {
-                "name": p,
+                "name": p.rstrip("="),  # "label=": the query parameter, not the path's
                 "in": names[p][0],
                 "required": names[p][0] == "path",
                 "schema": names[p][1],
@@ -829,6 +860,10 @@ def openapi_paths() -> dict[str, Any]:
                 "plane",
                 "limit",
                 "cursor",
+                "label=",
+                "status",
+                "author",
+                "kind",
             ),
             "post": op("Create an annotation", "201", "id", "crs", body=feature),
         },
