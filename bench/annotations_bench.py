@@ -172,11 +172,11 @@ def timed(
 def settle(pg_url: str, timeout: float = 300.0) -> float:
     """Wait until the load phase's after-effects are over; answers the seconds waited.
 
-    Right after a million inserts, PostgreSQL's checkpointer is still writing its dirty buffers
-    (spread over ``checkpoint_completion_target`` of five minutes) and the kernel is writing back
-    gigabytes of both databases' pages: measured here, that background work doubled every p95
-    (raw PostGIS 22 ms instead of 12) and hit whichever query ran beside it. So: force the
-    checkpoint, flush the page cache to disk, then wait for the CPUs to be idle."""
+    Right after a million inserts, PostgreSQL's checkpointer may still be writing its dirty
+    buffers (spread over ``checkpoint_completion_target`` of five minutes) and the kernel writing
+    back gigabytes of both databases' pages, work that would land on whichever query runs beside
+    it. So: force the checkpoint, flush the page cache to disk, then wait for idle CPUs. (An A/B
+    on a quiet machine, ``--no-settle``, saw no difference: it is hygiene, not a speed-up.)"""
     start = time.monotonic()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
