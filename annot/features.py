@@ -129,6 +129,30 @@ def _find_slice(frame: VolumeFrame, geom: BaseGeometry) -> tuple[BaseGeometry, i
     raise InvalidGeometry(reason, {"reason": reason})
 
 
+# Deeper attributes would be stored and then fail to decode wherever the stack is already deep
+# (Python's JSON codecs recurse): refuse them at the door instead.
+MAX_ATTRIBUTE_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON containers nest in ``value`` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        if deepest > MAX_ATTRIBUTE_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def content_from_feature(feature: Any, frame: ImageFrame, crs: str) -> Content:
     """Parse, validate and convert a Feature to content in the storage frame.
 
@@ -154,6 +178,8 @@ def content_from_feature(feature: Any, frame: ImageFrame, crs: str) -> Content:
     attributes = props.get("attributes", {})
     if not isinstance(attributes, Mapping):
         raise BadRequest("properties.attributes must be a JSON object")
+    if _depth(attributes) > MAX_ATTRIBUTE_DEPTH:
+        raise BadRequest(f"properties.attributes nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
     try:
         json.dumps(attributes, allow_nan=False)
     except ValueError:

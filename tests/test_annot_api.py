@@ -424,6 +424,52 @@ def test_listing_filters(api) -> None:
     assert c["rev"]("GET", f"{base}?kind=circle").status_code == 400
 
 
+def test_hostile_input_is_a_4xx_on_both_stores(api) -> None:
+    """Inputs found by probing every route with garbage: each was a 500 before (recursion in
+    the JSON parser, ids past 64 bits, NUL that PostgreSQL's text cannot hold)."""
+    srv, c = api
+    image = srv.image_id("RGB.byte.tif")
+    base = f"/api/v1/images/{image}/annotations?crs=pixel"
+    nested = b'{"type": "Feature", "properties": {"label": "a", "attributes": {"x": '
+    nested += b"[" * 5000 + b"]" * 5000 + b"}}}"
+    for path in (base, f"/api/v1/images/{image}/annotations/bulk?crs=pixel"):
+        r = c["ann"]("POST", path, data=nested)
+        assert r.status_code == 400 and "nests too deeply" in r.json()["message"], r.text
+    r = c["ann"]("POST", f"/api/v1/images/{image}/import?format=geojson", data=nested)
+    assert r.status_code == 400, r.text
+
+    def deep(levels: int) -> dict:
+        value: Any = "leaf"
+        for _ in range(levels - 1):
+            value = {"k": value}
+        return feature(attributes={"k": value})
+
+    assert c["ann"]("POST", base, deep(32)).status_code == 201
+    r = c["ann"]("POST", base, deep(33))
+    assert r.status_code == 400 and "deeper than 32" in r.json()["message"]
+    huge = "99999999999999999999999"
+    for method, path in [
+        ("GET", f"/api/v1/annotations/{huge}"),
+        ("PUT", f"/api/v1/annotations/{huge}"),
+        ("DELETE", f"/api/v1/annotations/{huge}"),
+        ("GET", f"/api/v1/annotations/{huge}/history"),
+        ("POST", f"/api/v1/annotations/1/history/{huge}/undo"),
+        ("POST", f"/api/v1/annotations/{huge}/review"),
+    ]:
+        r = c["admin"](method, path, {"decision": "accept"} if "review" in path else feature())
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+    for path in ("/api/v1/projects/default/snapshots/%00", "/api/v1/projects/a%01b"):
+        r = c["admin"]("GET", path)
+        assert r.status_code == 400 and "control characters" in r.json()["message"]
+    nul = c["admin"]("PATCH", "/api/v1/projects/default", {"instructions": "a\u0000b"})
+    assert nul.status_code == 400 and "NUL" in nul.json()["message"]
+    r = c["admin"]("POST", "/api/v1/projects/default/snapshots", {"name": "s", "description": "\x00"})
+    assert r.status_code == 400
+    # nothing was half-stored: the project's instructions and snapshots are as before
+    assert c["admin"]("GET", "/api/v1/projects/default").json()["instructions"] == ""
+    assert c["admin"]("GET", "/api/v1/projects/default/snapshots").json()["snapshots"] == []
+
+
 def test_volume_annotations_in_patient_coordinates(shared_data: Path, serve_dirs) -> None:
     """A polygon drawn on an axial slice of a real CT series: stored in LPS mm as a planar 3D
     polygon with its frame of reference and SOP instance, read back exactly, and listed on a

@@ -191,6 +191,8 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the file is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the file's JSON nests too deeply") from None
 
 
 def _read_geojson(

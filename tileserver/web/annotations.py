@@ -77,6 +77,30 @@ EDGE_POINTS = 32  # points per bbox edge when a bbox is reprojected
 _FRAMES: dict[tuple[str, str], ImageFrame] = {}
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string (key or value) of parsed JSON."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def row_id(text: str, what: str) -> int:
+    """A route's numeric id; past the 64-bit ids both stores use, there is no such row."""
+    value = int(text)
+    if value > 2**63 - 1:
+        raise NotFound(f"no {what} {text}")
+    return value
+
+
 def _frame(image_id: str, version: str, source: Any) -> ImageFrame:
     """The image's frame, cached per image id and file version."""
     key = (image_id, version)
@@ -200,9 +224,15 @@ class AnnotBaseHandler(BaseHandler):
         if not body:
             raise BadRequest("a JSON body is required")
         try:
-            return json.loads(body)
+            data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("the body's JSON nests too deeply") from None
+        if b"\\u0000" in body and _holds_nul(data):
+            # PostgreSQL's text cannot hold NUL: refuse it on every store alike
+            raise BadRequest("text in the body must not contain NUL characters (\\u0000)")
+        return data
 
     def crs(self) -> str:
         return parse_crs(self.get_query_argument("crs", None))
@@ -494,7 +524,7 @@ class AnnotationHandler(AnnotBaseHandler):
     """GET, PUT (replace, If-Match) and DELETE (If-Match) one annotation."""
 
     async def _load(self, aid: str) -> tuple[Annotation, Role, ImageFrame, str]:
-        a = await self.call(self.ctx.store.get, int(aid))
+        a = await self.call(self.ctx.store.get, row_id(aid, "annotation"))
         role = self.require(a.project, Role.annotator)
         frame, crs = self.frame_and_crs(a.image_id)
         return a, role, frame, crs
@@ -549,7 +579,7 @@ class HistoryHandler(AnnotBaseHandler):
     """GET every change of an annotation (also after it was deleted), oldest first."""
 
     async def get(self, aid: str) -> None:
-        changes = await self.call(self.ctx.store.history, int(aid))
+        changes = await self.call(self.ctx.store.history, row_id(aid, "annotation"))
         self.require(changes[0].project, Role.annotator)
         try:
             frame: ImageFrame | None = self.frame(changes[0].image_id)
@@ -564,8 +594,8 @@ class UndoHandler(AnnotBaseHandler):
     204 when undoing a creation deleted the annotation."""
 
     async def post(self, aid: str, change_id: str) -> None:
-        change = await self.call(self.ctx.store.get_change, int(change_id))
-        if change.annotation_id != int(aid):
+        change = await self.call(self.ctx.store.get_change, row_id(change_id, "change"))
+        if change.annotation_id != row_id(aid, "annotation"):
             raise NotFound(f"change {change_id} is not a change of annotation {aid}")
         role = self.require(change.project, Role.annotator)
         if not at_least(role, Role.reviewer) and change.user != self.current_user.name:

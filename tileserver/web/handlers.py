@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import tornado.httputil
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from annot.errors import PermissionDenied
+from annot.errors import BadRequest, PermissionDenied
 from annot.storage import Store
 from annot.taxonomy import DEFAULT_PROJECT, effective_role
 from annot.users import User
@@ -95,6 +96,7 @@ class ServerContext:
 
 # The HTTP server's limit on request bodies (annotation routes answer a JSON 413 beyond it).
 MAX_BODY_BYTES = 64 * 1024 * 1024
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def bearer_token(headers: tornado.httputil.HTTPHeaders) -> str | None:
@@ -137,6 +139,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.require_auth and self.current_user is None:
             raise tornado.web.HTTPError(401, reason="Unauthorized")
+        # %00 and friends decode into names and ids that no store holds (PostgreSQL's text
+        # cannot even carry NUL): refuse them before any lookup.
+        if any(CONTROL_CHARS.search(arg) for arg in self.path_args if isinstance(arg, str)):
+            raise BadRequest("the path must not contain control characters")
 
     def image_source(self, image_id: str) -> ImageSource:
         """The image, if the user may see it (404 unknown, 403 not in its project)."""

@@ -21,7 +21,7 @@ from annot.errors import BadRequest
 from annot.model import Annotation, Content, Status
 from annot.storage.base import now
 from annot.users import Role
-from tileserver.web.annotations import AnnotBaseHandler, parse_if_match
+from tileserver.web.annotations import AnnotBaseHandler, parse_if_match, row_id
 
 DECISIONS = {"accept": Status.accepted, "reject": Status.rejected}
 MAX_COMMENT = 4000
@@ -71,7 +71,7 @@ class ReviewHandler(AnnotBaseHandler):
     """POST a decision on one annotation (reviewers and admins of its project)."""
 
     async def post(self, aid: str) -> None:
-        current = await self.call(self.ctx.store.get, int(aid))
+        current = await self.call(self.ctx.store.get, row_id(aid, "annotation"))
         self.require(current.project, Role.reviewer)
         expected = parse_if_match(self.request.headers.get("If-Match"))
         status, comment = parse_decision(self.body_json(1 << 20))
