@@ -50,10 +50,12 @@ def _geometry(data: Any) -> BaseGeometry | None:
     if not isinstance(data, Mapping) or "type" not in data:
         raise InvalidGeometry("geometry must be a GeoJSON geometry object or null", {})
     try:
-        geom = shapely.from_geojson(json.dumps(data, allow_nan=True))
+        # orjson: ~5x faster than json here; it writes NaN as null, which GEOS refuses too
+        geom = shapely.from_geojson(orjson.dumps(data))
     except (shapely.errors.GEOSException, ValueError, TypeError) as exc:
         reason = f"not a readable GeoJSON geometry: {exc}"
-        if "NaN" in str(exc) or "nan" in json.dumps(data, allow_nan=True).lower():
+        text = json.dumps(data, allow_nan=True).lower()
+        if "NaN" in str(exc) or "nan" in text or "infinity" in text:
             reason = "coordinates must be finite numbers (no NaN or infinity)"
         raise InvalidGeometry(reason, {"reason": reason}) from None
     if geom.geom_type == "LinearRing":

@@ -21,6 +21,17 @@ def _distinct(coords: np.ndarray) -> int:
     return len(np.unique(np.round(coords, 9), axis=0))
 
 
+def _has_distinct(coords: np.ndarray, n: int) -> bool:
+    """Whether ``coords`` holds at least ``n`` distinct points (to 1e-9), stopping as soon as
+    it does: a ring's first points nearly always settle it (``np.unique`` sorts them all)."""
+    seen: set[tuple[float, ...]] = set()
+    for row in np.round(coords, 9).tolist():
+        seen.add(tuple(row))
+        if len(seen) >= n:
+            return True
+    return False
+
+
 def validity_reason(
     kind: Kind,
     shape: BaseGeometry | None,
@@ -44,7 +55,7 @@ def validity_reason(
         raise TooLarge(f"a shape may have at most {MAX_VERTICES} vertices, not {len(coords)}")
     if not np.all(np.isfinite(coords)):
         return "coordinates must be finite numbers (no NaN or infinity)"
-    if kind is Kind.polyline and _distinct(coords) < 2:
+    if kind is Kind.polyline and not _has_distinct(coords, 2):
         return "a polyline needs at least 2 distinct points"
     if kind is Kind.multipoint and keypoints and len(keypoints) != len(coords):
         return f"{len(keypoints)} keypoint names for {len(coords)} points"
@@ -52,7 +63,7 @@ def validity_reason(
         polys = list(shape.geoms) if isinstance(shape, shapely.MultiPolygon) else [shape]
         for poly in polys:
             for ring in [poly.exterior, *poly.interiors]:
-                if _distinct(np.asarray(ring.coords)[:-1]) < 3:
+                if not _has_distinct(np.asarray(ring.coords)[:-1], 3):
                     return "a polygon ring needs at least 3 distinct points"
         if kind is Kind.box and (
             len(shape.interiors) or _distinct(np.asarray(shape.exterior.coords)[:-1]) != 4

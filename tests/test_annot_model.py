@@ -164,6 +164,9 @@ def test_validation_property(pts) -> None:
         ),
         ({"type": "LineString", "coordinates": [[1, 1], [1, 1]]}, "at least 2 distinct"),
         ({"type": "Point", "coordinates": [float("nan"), 1]}, "finite"),
+        ({"type": "LineString", "coordinates": [[0, 0], [float("-inf"), 1]]}, "finite"),
+        ({"type": "Point", "coordinates": [10**30, 1]}, "64-bit"),
+        ({"type": "Polygon", "coordinates": []}, "needs a geometry"),
         (
             {"type": "Polygon", "coordinates": [[[0, 0], [2000, 0], [0, 10], [0, 0]]]},
             "outside the image",
