@@ -745,16 +745,28 @@ def test_a_failed_edit_is_kept_and_retried(page: Page, aserver: Setup, tmp_path:
 def test_a_crowded_list_draws_200_rows_and_pages_on_demand(
     page: Page, aserver: Setup, tmp_path: Path
 ) -> None:
-    """1,050 shapes: the list in view is one page of 1,000 with 200 rows drawn; "More" draws
-    the next rows, and with "All" loads the server's next page; filters apply to the rows."""
+    """1,184 shapes: the list in view is one page of 1,000 with 200 rows drawn; "More" draws
+    the next rows, and with "All" loads the server's next page. A filter reloads the list with
+    the listing's parameters: every page holds only matches (also those past the first 1,000),
+    and "More" goes on with the filtered cursor. The review queue asks for status=submitted."""
     server = aserver.server
     open_as(page, server)
     clear_annotations(page, server)
-    grid = [(8 + 17 * i, 8 + 13 * j) for i in range(35) for j in range(30)]  # 1,050 in view
+    grid = [(8 + 16 * i, 8 + 12 * j) for i in range(37) for j in range(32)]  # 1,184 in view
+    # Every 8th a submitted "field" (148, 23 of them created after the first 1,000); the others
+    # "road" or its sub-label "road/bridge" (1,036: more than a page).
+    labels = ["field" if n % 8 == 0 else "road" if n % 2 else "road/bridge" for n in range(1184)]
     bulk = {
         "type": "FeatureCollection",
         "features": [
-            polygon("road" if n % 2 else "field", square(c, r, 3)) for n, (c, r) in enumerate(grid)
+            {
+                **polygon(label, square(c, r, 3)),
+                "properties": {
+                    "label": label,
+                    "status": "submitted" if label == "field" else "draft",
+                },
+            }
+            for label, (c, r) in zip(labels, grid, strict=True)
         ],
     }
     r = page.request.post(
@@ -763,12 +775,28 @@ def test_a_crowded_list_draws_200_rows_and_pages_on_demand(
         headers=HEADERS,
     )
     assert r.status == 201, r.text()
+    ids = r.json()["ids"]
+    fields = {i for i, label in zip(ids, labels, strict=True) if label == "field"}
+    roads = {i for i, label in zip(ids, labels, strict=True) if label != "field"}
+    assert len(fields) == 148 and len(fields - set(ids[:1000])) == 23 and len(roads) == 1036
+
+    def listing(*parts: str):  # type: ignore[no-untyped-def]
+        """The list's next listing request, whose URL has every one of `parts`."""
+        return page.expect_request(
+            lambda q: f"/images/{GEO_ID}/annotations?" in q.url and all(p in q.url for p in parts)
+        )
+
     try:
         page.reload()
         wait_ready(page, GEO_ID)
         rows = page.locator("#annotation-list-items .annot-item")
         summary = page.locator("#annotation-list-summary")
         more = page.locator("#annotation-list-more")
+
+        def shown() -> list[tuple[int, str]]:
+            got = rows.evaluate_all("(n) => n.map((e) => [e.dataset.id, e.dataset.label])")
+            return [(int(i), str(label)) for i, label in got]
+
         page.wait_for_selector('#annotation-list-count[data-count="1000"]')  # one bbox page
         assert rows.count() == 200
         assert summary.inner_text() == "Showing 200 of 1,000 · more on the server"
@@ -777,6 +805,54 @@ def test_a_crowded_list_draws_200_rows_and_pages_on_demand(
             "document.querySelectorAll('#annotation-list-items .annot-item').length === 400"
         )
 
+        # A label filter asks the server: all 148 fields, 23 of them past the first page of
+        # 1,000 (filtering the rows loaded would have found 125 and more on the server).
+        with listing("bbox=", "label=field") as asked:
+            page.select_option("#filter-label", "field")
+        assert "status=" not in asked.value.url and "cursor=" not in asked.value.url
+        page.wait_for_selector('#annotation-list-count[data-count="148"]')
+        assert summary.inner_text() == "148 shown"
+        assert more.is_hidden()
+        assert {i for i, _ in shown()} == fields and {lab for _, lab in shown()} == {"field"}
+        # The same ones by status.
+        page.select_option("#filter-label", "")
+        with listing("bbox=", "status=submitted") as asked:
+            page.select_option("#filter-status", "submitted")
+        assert "label=" not in asked.value.url
+        page.wait_for_function(
+            "document.querySelector('#annotation-list-items .annot-item[data-label=\"road\"]')"
+            " === null && document.querySelector('#annotation-list-count').dataset.count === '148'"
+        )
+        assert {i for i, _ in shown()} == fields
+
+        # "road" keeps its sub-label: 1,036 matches, a full page then the rest by the cursor.
+        page.select_option("#filter-status", "")
+        with listing("label=road"):
+            page.select_option("#filter-label", "road")
+        page.wait_for_function(
+            "document.querySelector('#annotation-list-count').textContent === '1000+'"
+            " && !document.querySelector('#annotation-list-items .annot-item[data-label=field]')"
+        )
+        assert summary.inner_text() == "Showing 200 of 1,000 · more on the server"
+        for drawn in (400, 600, 800, 1000):
+            more.click()
+            page.wait_for_function(
+                "document.querySelectorAll('#annotation-list-items .annot-item').length"
+                f" === {drawn}"
+            )
+        with listing("label=road", "cursor=") as nxt:
+            more.click()
+        assert "label=road%2F" not in nxt.value.url
+        page.wait_for_selector('#annotation-list-count[data-count="1036"]')
+        assert summary.inner_text() == "1,036 shown"
+        assert more.is_hidden()
+        assert {i for i, _ in shown()} == roads
+        assert {lab for _, lab in shown()} == {"road", "road/bridge"}
+        shot(page, screens(tmp_path), "list-filtered-server")
+
+        with listing("bbox="):
+            page.select_option("#filter-label", "")
+        page.wait_for_selector('#annotation-list-count[data-count="1000"]')
         page.locator("#list-all").check()
         page.wait_for_function(
             "document.querySelectorAll('#annotation-list-items .annot-item').length === 200"
@@ -791,18 +867,22 @@ def test_a_crowded_list_draws_200_rows_and_pages_on_demand(
         with page.expect_response(lambda r: "cursor=" in r.url and "bbox" not in r.url) as nxt:
             more.click()  # then the server's next page
         assert nxt.value.status == 200
-        page.wait_for_selector('#annotation-list-count[data-count="1050"]')
-        assert summary.inner_text() == "1,050 shown"
+        page.wait_for_selector('#annotation-list-count[data-count="1184"]')
+        assert summary.inner_text() == "1,184 shown"
         assert more.is_hidden()
-        ids = [int(i or 0) for i in rows.evaluate_all("(n) => n.map((e) => e.dataset.id)")]
-        assert ids == sorted(ids) and len(set(ids)) == 1050
-
-        page.select_option("#filter-label", "road")
-        page.wait_for_selector('#annotation-list-count[data-count="525"]')
-        assert rows.count() == 200
-        assert summary.inner_text() == "Showing 200 of 525"
-        assert {rows.nth(k).get_attribute("data-label") for k in (0, 199)} == {"road"}
+        listed = [i for i, _ in shown()]
+        assert listed == sorted(listed) and set(listed) == set(ids)
         shot(page, screens(tmp_path), "list-crowded")
+
+        # The review queue is the server's status=submitted listing: all 148 in one page (read
+        # from unfiltered pages it would have stopped at 125 of the first, with more to come).
+        with listing("status=submitted") as asked:
+            page.locator("#review-toggle").click()
+        assert "bbox=" not in asked.value.url
+        page.wait_for_selector('#review-position[data-count="148"]')
+        assert page.locator("#review-position").inner_text() == "1 of 148"
+        assert int(page.locator("#review-current").get_attribute("data-id") or 0) == min(fields)
+        page.locator("#review-toggle").click()
     finally:
         admin = {**HEADERS, "Authorization": f"Bearer {TOKEN}"}
         while found := features(page, server, "crs=pixel&limit=1000"):

@@ -370,34 +370,40 @@ export async function deleteAnnotation(id: number | string, version: number): Pr
 }
 
 /**
- * The annotations of an image (tags included), page by page, at most `maxPages` pages of 1000;
- * volumes: of one slice if given.
+ * What a listing keeps besides where annotations are, applied by the server in SQL (so pages
+ * stay full and `next_cursor` stays valid): any of `labels` (a label keeps its sub-labels,
+ * `vehicle` keeps `vehicle/car`), any of `statuses`, `authors` and `kinds`. Empty or absent: any.
  */
-export async function listAllAnnotations(
-  imageId: string,
-  volume?: { slice: number; plane: PlaneName },
-  signal?: AbortSignal,
-  maxPages = 20,
-): Promise<AnnotationFeature[]> {
-  const out: AnnotationFeature[] = [];
-  let cursor: string | null = null;
-  let pages = 0;
-  do {
-    const params = new URLSearchParams({ crs: 'pixel', limit: '1000' });
-    if (volume) {
-      params.set('slice', String(volume.slice));
-      params.set('plane', volume.plane);
-    }
-    if (cursor !== null) params.set('cursor', cursor);
-    const page: AnnotationCollection & { next_cursor?: string | null } = await getJson(
-      `/images/${encodeURIComponent(imageId)}/annotations?${params.toString()}`,
-      signal,
-    );
-    out.push(...page.features);
-    cursor = page.next_cursor ?? null;
-    pages += 1;
-  } while (cursor !== null && pages < maxPages);
-  return out;
+export interface ListingFilter {
+  labels?: readonly string[];
+  statuses?: readonly AnnotationStatus[];
+  authors?: readonly string[];
+  kinds?: readonly string[];
+}
+
+/** One page of a listing: where (bbox, volume slice and plane), what (filter), which page. */
+export interface ListingQuery extends ListingFilter {
+  cursor?: string | null;
+  limit?: number;
+  bbox?: [number, number, number, number];
+  volume?: { slice: number; plane: PlaneName };
+}
+
+/** The query string of `GET /images/{id}/annotations` in pixel coordinates (pages of 1,000). */
+export function listingParams(query: ListingQuery): URLSearchParams {
+  const params = new URLSearchParams({ crs: 'pixel', limit: String(query.limit ?? 1000) });
+  if (query.bbox) params.set('bbox', query.bbox.map((v) => v.toFixed(3)).join(','));
+  if (query.volume) {
+    params.set('slice', String(query.volume.slice));
+    params.set('plane', query.volume.plane);
+  }
+  // Repeated, not joined by commas: a label or a user name may hold a comma.
+  for (const label of query.labels ?? []) params.append('label', label);
+  for (const status of query.statuses ?? []) params.append('status', status);
+  for (const author of query.authors ?? []) params.append('author', author);
+  for (const kind of query.kinds ?? []) params.append('kind', kind);
+  if (query.cursor) params.set('cursor', query.cursor);
+  return params;
 }
 
 /** One page of a listing: the features and the cursor of the next page (null: the last). */
@@ -408,25 +414,37 @@ export interface AnnotationPage {
 
 /**
  * One page of an image's annotations (`limit`/`cursor`): all of them (tags included, every
- * slice of a volume), or those in a pixel bbox (volumes: of one slice and plane).
+ * slice of a volume), or those in a pixel bbox (volumes: of one slice and plane), narrowed by
+ * the filter if given.
  */
-export async function listAnnotationPage(
-  imageId: string,
-  options: { cursor?: string | null; limit?: number; bbox?: [number, number, number, number]; volume?: { slice: number; plane: PlaneName } },
-  signal?: AbortSignal,
-): Promise<AnnotationPage> {
-  const params = new URLSearchParams({ crs: 'pixel', limit: String(options.limit ?? 1000) });
-  if (options.bbox) params.set('bbox', options.bbox.map((v) => v.toFixed(3)).join(','));
-  if (options.volume) {
-    params.set('slice', String(options.volume.slice));
-    params.set('plane', options.volume.plane);
-  }
-  if (options.cursor) params.set('cursor', options.cursor);
+export async function listAnnotationPage(imageId: string, query: ListingQuery, signal?: AbortSignal): Promise<AnnotationPage> {
   const page: AnnotationCollection & { next_cursor?: string | null } = await getJson(
-    `/images/${encodeURIComponent(imageId)}/annotations?${params.toString()}`,
+    `/images/${encodeURIComponent(imageId)}/annotations?${listingParams(query).toString()}`,
     signal,
   );
   return { features: page.features, nextCursor: page.next_cursor ?? null };
+}
+
+/**
+ * The annotations of an image that pass the query (tags included), page by page, at most
+ * `maxPages` pages of 1000.
+ */
+export async function listAllAnnotations(
+  imageId: string,
+  query: Omit<ListingQuery, 'cursor'> = {},
+  signal?: AbortSignal,
+  maxPages = 20,
+): Promise<AnnotationFeature[]> {
+  const out: AnnotationFeature[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const page: AnnotationPage = await listAnnotationPage(imageId, { ...query, cursor }, signal);
+    out.push(...page.features);
+    cursor = page.nextCursor;
+    pages += 1;
+  } while (cursor !== null && pages < maxPages);
+  return out;
 }
 
 export async function getAnnotation(id: number | string): Promise<AnnotationFeature> {

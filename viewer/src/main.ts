@@ -5,7 +5,7 @@
 import 'ol/ol.css';
 import './style.css';
 
-import type { AnnotationFeature, AnnotationPage, ImageDetail, ImageSummary, Label, TileOptions } from './api';
+import type { AnnotationFeature, AnnotationPage, ImageDetail, ImageSummary, Label, ListingFilter, TileOptions } from './api';
 import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listAnnotationPage, listImages, listLabels } from './api';
 import { getConfig, isGeoreferenced, listProjects } from './api';
 import { AnnotationEditor } from './map/annotations';
@@ -135,7 +135,7 @@ class App {
       pick: (feature) => this.showAnnotation(feature),
       retry: () => void this.editor.retryPending(),
       discard: (key) => this.editor.discardPending(key),
-      fetchPage: (scope, cursor, signal) => this.listPage(scope, cursor, signal),
+      fetchPage: (scope, filter, cursor, signal) => this.listPage(scope, filter, cursor, signal),
       error: (title, message) => this.toast(title, message),
     },
     (label) => this.editor.colour(label),
@@ -147,7 +147,7 @@ class App {
       this.annotationList.upsert(stored);
     },
     error: (title, message) => this.toast(title, message),
-    fetchPage: (cursor, signal) => this.listPage('all', cursor, signal),
+    fetchPage: (cursor, signal) => this.listPage('all', { statuses: ['submitted'] }, cursor, signal),
   });
   /** Who is signed in (for "my drafts"). */
   private me: string | null = null;
@@ -360,6 +360,7 @@ class App {
       this.labels = labels;
       this.editor.setLabels(labels);
       this.annotate.setLabels(labels);
+      this.annotationList.setLabels(labels);
       void this.loadTags();
     } catch (error) {
       this.toast('Labels could not be loaded', error instanceof Error ? error.message : String(error));
@@ -385,15 +386,16 @@ class App {
   }
 
   /**
-   * One page for the list or the review queue: `view` is a bbox query of the visible part of
-   * the image (volumes: of the slice shown), as the editor asks for its shapes; `all` pages
-   * through the whole image (every slice). In the WebMercator mode `view` is the whole image.
+   * One page for the list or the review queue, of the annotations that pass `filter` (the
+   * server filters): `view` is a bbox query of the visible part of the image (volumes: of the
+   * slice shown), as the editor asks for its shapes; `all` pages through the whole image (every
+   * slice). In the WebMercator mode `view` is the whole image.
    */
-  private listPage(scope: ListScope, cursor: string | null, signal: AbortSignal): Promise<AnnotationPage> {
+  private listPage(scope: ListScope, filter: ListingFilter, cursor: string | null, signal: AbortSignal): Promise<AnnotationPage> {
     const image = this.viewer.image;
     if (!image) return Promise.resolve({ features: [], nextCursor: null });
     const id = this.volumeImage?.id ?? image.id;
-    if (scope === 'all' || this.viewer.mode !== 'pixels') return listAnnotationPage(id, { cursor }, signal);
+    if (scope === 'all' || this.viewer.mode !== 'pixels') return listAnnotationPage(id, { ...filter, cursor }, signal);
     const state = this.volumeImage ? this.volumeStates.get(id) : undefined;
     const volume = state ? { slice: state.slice, plane: state.plane } : undefined;
     const [x0 = 0, y0 = 0, x1 = 0, y1 = 0] = this.viewer.map.getView().calculateExtent(this.viewer.map.getSize());
@@ -405,13 +407,10 @@ class App {
       Math.min(image.height, -y0),
     ];
     if (!(bbox[2] > bbox[0] && bbox[3] > bbox[1])) return Promise.resolve({ features: [], nextCursor: null });
-    return listAnnotationPage(id, { cursor, bbox, volume }, signal);
+    return listAnnotationPage(id, { ...filter, cursor, bbox, ...(volume ? { volume } : {}) }, signal);
   }
 
-  /**
-   * The image's tags for the tags box. The listing has no kind filter, so they are read by
-   * paging through the image: only when the project has tag labels at all.
-   */
+  /** The image's tags for the tags box (`kind=tag`): only when the project has tag labels at all. */
   private async loadTags(): Promise<void> {
     const image = this.viewer.image;
     if (!image) return;
@@ -421,7 +420,7 @@ class App {
       return;
     }
     try {
-      const all = await listAllAnnotations(id);
+      const all = await listAllAnnotations(id, { kinds: ['tag'] });
       if ((this.volumeImage?.id ?? this.viewer.image?.id) !== id) return;
       this.tags.show(id, this.labels, all);
     } catch (error) {
@@ -445,17 +444,21 @@ class App {
   private async submitDrafts(): Promise<void> {
     const image = this.viewer.image;
     if (!image) return;
-    let all: AnnotationFeature[];
+    const me = this.me;
+    if (me === null) {
+      this.toast('Nothing to submit', 'Who is signed in is not known yet; try again in a moment.');
+      return;
+    }
+    let drafts: AnnotationFeature[];
     try {
-      // Every page: the drafts may lie anywhere in the image (the save answers update the list).
-      all = await listAllAnnotations(this.volumeImage?.id ?? image.id, undefined, undefined, Infinity);
+      // Every page of this user's drafts: they may lie anywhere in the image (the save answers
+      // update the list).
+      drafts = await listAllAnnotations(this.volumeImage?.id ?? image.id, { statuses: ['draft'], authors: [me] }, undefined, Infinity);
     } catch (error) {
       this.toast('Your drafts could not be listed', error instanceof Error ? error.message : String(error));
       return;
     }
-    const mine = all.filter(
-      (a) => a.geometry !== null && (a.properties.status ?? 'draft') === 'draft' && a.properties.author === this.me,
-    );
+    const mine = drafts.filter((a) => a.geometry !== null); // tags are not reviewed
     if (mine.length === 0) {
       this.toast('Nothing to submit', 'You have no draft annotations on this image.');
       return;

@@ -1,7 +1,20 @@
 import { describe, expect, it } from 'vitest';
 
 import type { AnnotationFeature } from '../api';
-import { filterAnnotations, filterChoices, listSummary, matches, NO_FILTER, onSlice, statusOf, upsertFeature, withoutFeature } from './annotationFilter';
+import { listingParams } from '../api';
+import {
+  labelChoices,
+  listedShapes,
+  listingFilter,
+  listSummary,
+  matches,
+  NO_FILTER,
+  onSlice,
+  seenValues,
+  statusOf,
+  upsertFeature,
+  withoutFeature,
+} from './annotationFilter';
 
 function feature(id: number, label: string, author: string, status?: string, extra: Record<string, unknown> = {}): AnnotationFeature {
   return {
@@ -21,26 +34,46 @@ const all = [
 ];
 
 describe('annotation filters', () => {
-  it('keeps every shape (not the tags) without a filter, ordered by slice then id', () => {
-    expect(filterAnnotations(all, NO_FILTER).map((f) => f.id)).toEqual([1, 2, 3]);
+  it('lists every shape (not the tags), ordered by slice then id', () => {
+    expect(listedShapes(all).map((f) => f.id)).toEqual([1, 2, 3]);
   });
 
-  it('a label matches itself and the labels below it', () => {
-    const vehicles = filterAnnotations(all, { ...NO_FILTER, label: 'vehicle' });
-    expect(vehicles.map((f) => f.id)).toEqual([2, 3]);
+  it('a label matches itself and the labels below it, as the server decides', () => {
+    const vehicles = all.filter((f) => matches(f, { ...NO_FILTER, label: 'vehicle' }));
+    expect(vehicles.map((f) => f.id)).toEqual([3, 2]);
     expect(matches(all[0] as AnnotationFeature, { ...NO_FILTER, label: 'vehicle/car' })).toBe(true);
     expect(matches(all[0] as AnnotationFeature, { ...NO_FILTER, label: 'vehic' })).toBe(false);
   });
 
   it('combines author and status; a missing status is a draft', () => {
+    const ids = (filter: Parameters<typeof matches>[1]): (string | number | undefined)[] =>
+      listedShapes(all.filter((f) => matches(f, filter))).map((f) => f.id);
     expect(statusOf(all[2] as AnnotationFeature)).toBe('draft');
-    expect(filterAnnotations(all, { label: null, author: 'ann', status: 'draft' }).map((f) => f.id)).toEqual([2]);
-    expect(filterAnnotations(all, { label: null, author: 'ann', status: 'submitted' }).map((f) => f.id)).toEqual([3]);
-    expect(filterAnnotations(all, { label: 'building', author: 'ann', status: null })).toEqual([]);
+    expect(ids({ label: null, author: 'ann', status: 'draft' })).toEqual([2]);
+    expect(ids({ label: null, author: 'ann', status: 'submitted' })).toEqual([3]);
+    expect(ids({ label: 'building', author: 'ann', status: null })).toEqual([]);
   });
 
-  it('offers the labels and authors present among the shapes', () => {
-    expect(filterChoices(all)).toEqual({ labels: ['building', 'vehicle', 'vehicle/car'], authors: ['ann', 'rev'] });
+  it('becomes the listing parameters, each only when chosen', () => {
+    expect(listingFilter(NO_FILTER)).toEqual({});
+    expect(listingFilter({ label: 'vehicle', author: null, status: 'submitted' })).toEqual({ labels: ['vehicle'], statuses: ['submitted'] });
+    const query = listingParams({ ...listingFilter({ label: 'a/b, c', author: 'ann', status: 'draft' }), cursor: '1000' });
+    expect(query.toString()).toBe('crs=pixel&limit=1000&label=a%2Fb%2C+c&status=draft&author=ann&cursor=1000');
+    expect(query.getAll('label')).toEqual(['a/b, c']); // one value, though it holds a comma
+  });
+
+  it('offers the project labels that shapes can have and the labels seen', () => {
+    const taxonomy = [
+      { name: 'vehicle', color: null },
+      { name: 'vehicle/car', color: '#ff0000', kinds: ['polygon', 'mask'] },
+      { name: 'cloudy', color: null, kinds: ['tag'] },
+      { name: 'zebra', color: null, kinds: ['tag', 'point'] },
+    ];
+    const seen = seenValues(all);
+    expect(seen.labels.sort()).toEqual(['building', 'vehicle', 'vehicle/car']); // not the tag's label
+    expect([...new Set(seen.authors)].sort()).toEqual(['ann', 'rev']);
+    expect(labelChoices(taxonomy, seen.labels)).toEqual(['building', 'vehicle', 'vehicle/car', 'zebra']);
+    expect(labelChoices([], [])).toEqual([]);
   });
 
   it('tells the shapes of one slice of one plane', () => {

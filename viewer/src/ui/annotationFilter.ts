@@ -1,8 +1,10 @@
 /**
  * Which annotations the list shows: pure functions over GeoJSON Features, so that the panel and
- * the unit tests share them. Tags (image-level, no geometry) are left to the tags box.
+ * the unit tests share them. The server filters the listing (see `listingFilter`); `matches`
+ * tells whether a save's answer still belongs in a filtered list. Tags (image-level, no
+ * geometry) are left to the tags box.
  */
-import type { AnnotationFeature, AnnotationStatus } from '../api';
+import type { AnnotationFeature, AnnotationStatus, Label, ListingFilter } from '../api';
 
 export interface AnnotationFilter {
   /** null: any value. */
@@ -24,6 +26,7 @@ export function statusOf(feature: AnnotationFeature): AnnotationStatus {
   return status && STATUSES.includes(status) ? status : 'draft';
 }
 
+/** Whether an annotation passes the filter, as the server decides it (for a save's answer). */
 export function matches(feature: AnnotationFeature, filter: AnnotationFilter): boolean {
   const p = feature.properties;
   return (
@@ -33,22 +36,37 @@ export function matches(feature: AnnotationFeature, filter: AnnotationFilter): b
   );
 }
 
-/** The shapes that pass the filter, in a stable order: by slice (volumes), then by id. */
-export function filterAnnotations(features: AnnotationFeature[], filter: AnnotationFilter): AnnotationFeature[] {
+/** The listing parameters of the list's filter (`label`, `author`, `status`; none when any). */
+export function listingFilter(filter: AnnotationFilter): ListingFilter {
+  return {
+    ...(filter.label !== null ? { labels: [filter.label] } : {}),
+    ...(filter.author !== null ? { authors: [filter.author] } : {}),
+    ...(filter.status !== null ? { statuses: [filter.status] } : {}),
+  };
+}
+
+/** The rows of the list: the shapes (not the tags), by slice (volumes), then by id. */
+export function listedShapes(features: AnnotationFeature[]): AnnotationFeature[] {
   return features
-    .filter((f) => isShape(f) && matches(f, filter))
+    .filter(isShape)
     .sort((a, b) => (a.properties.slice ?? 0) - (b.properties.slice ?? 0) || Number(a.id ?? 0) - Number(b.id ?? 0));
 }
 
-/** The values each filter can take among these annotations (sorted, without repeats). */
-export function filterChoices(features: AnnotationFeature[]): { labels: string[]; authors: string[] } {
+/**
+ * The label filter's choices: the project's labels that shapes can have (not those only for
+ * tags) and the labels seen on rows (an open taxonomy may have grown since it was read); sorted,
+ * so a label comes just before its sub-labels.
+ */
+export function labelChoices(taxonomy: readonly Label[], seen: Iterable<string>): string[] {
+  const drawable = taxonomy.filter((l) => !(l.kinds && l.kinds.length > 0 && l.kinds.every((k) => k === 'tag'))).map((l) => l.name);
+  return [...new Set([...drawable, ...seen].filter((v) => v !== ''))].sort();
+}
+
+/** The labels and authors of these shapes (to offer them as filter choices). */
+export function seenValues(features: AnnotationFeature[]): { labels: string[]; authors: string[] } {
   const shapes = features.filter(isShape);
-  const distinct = (values: (string | undefined)[]): string[] =>
-    [...new Set(values.filter((v): v is string => typeof v === 'string' && v !== ''))].sort();
-  return {
-    labels: distinct(shapes.map((f) => f.properties.label)),
-    authors: distinct(shapes.map((f) => f.properties.author)),
-  };
+  const present = (values: (string | undefined)[]): string[] => values.filter((v): v is string => typeof v === 'string' && v !== '');
+  return { labels: present(shapes.map((f) => f.properties.label)), authors: present(shapes.map((f) => f.properties.author)) };
 }
 
 /** A short description of one annotation for the list: "#12 polygon · slice 4". */
@@ -84,8 +102,9 @@ export function withoutFeature(features: AnnotationFeature[], id: number | strin
 }
 
 /**
- * The list's footer: how many rows are drawn of those that pass the filter, and whether the
- * server has more pages ("Showing 200 of 1,234 · more on the server").
+ * The list's footer: how many rows are drawn of those loaded (every one passes the filter: the
+ * server filtered them), and whether the server has more pages ("Showing 200 of 1,234 · more on
+ * the server").
  */
 export function listSummary(drawn: number, matching: number, moreOnServer: boolean): string {
   const n = (v: number): string => v.toLocaleString('en-US');

@@ -1,22 +1,28 @@
 /**
  * The Annotations panel: the shapes in the current view (a bbox query of the visible part;
  * volumes: of the slice shown), or with "All" every annotation of the image (every slice), a
- * page of 1,000 at a time from the server with "More". Filtered by label, author and status
- * (the listing has no such parameters: the filters apply to the rows loaded). At most ROW_CAP
- * rows are in the DOM ("More" draws the next ones first). A click zooms the map to the shape
- * and selects it (and on a volume goes to its slice first). Saves update the rows in place.
- * Changes waiting to be saved are listed on top, marked unsaved, with Retry and Discard.
+ * page of 1,000 at a time from the server with "More". Filtered by label (with its sub-labels),
+ * author and status: a filter reloads the list with the listing's own parameters, so every
+ * page holds only matches and "More" goes on under the filter. The label choices are the
+ * project's labels and those seen; the author choices those seen (annotators cannot list the
+ * project's members). At most ROW_CAP rows are in the DOM ("More" draws the next ones first).
+ * A click zooms the map to the shape and selects it (and on a volume goes to its slice first).
+ * Saves update the rows in place (a row that no longer passes the filter leaves). Changes
+ * waiting to be saved are listed on top, marked unsaved, with Retry and Discard.
  */
-import type { AnnotationFeature, AnnotationPage, AnnotationStatus } from '../api';
+import type { AnnotationFeature, AnnotationPage, AnnotationStatus, Label, ListingFilter } from '../api';
 import type { PendingSave } from '../map/pendingSaves';
 import type { AnnotationFilter } from './annotationFilter';
 import {
   describe,
-  filterAnnotations,
-  filterChoices,
+  labelChoices,
+  listedShapes,
+  listingFilter,
   listSummary,
+  matches,
   NO_FILTER,
   ROW_CAP,
+  seenValues,
   STATUSES,
   statusOf,
   upsertFeature,
@@ -31,8 +37,8 @@ export interface AnnotationListEvents {
   pick: (feature: AnnotationFeature) => void;
   retry: () => void;
   discard: (key: string) => void;
-  /** One page of the annotations in this scope after `cursor` (null: the first page). */
-  fetchPage: (scope: ListScope, cursor: string | null, signal: AbortSignal) => Promise<AnnotationPage>;
+  /** One page of the annotations in this scope that pass `filter`, after `cursor` (null: the first page). */
+  fetchPage: (scope: ListScope, filter: ListingFilter, cursor: string | null, signal: AbortSignal) => Promise<AnnotationPage>;
   error: (title: string, message: string) => void;
 }
 
@@ -42,6 +48,11 @@ export class AnnotationList {
   private rowCap = ROW_CAP;
   private loading: AbortController | null = null;
   private filter: AnnotationFilter = { ...NO_FILTER };
+  /** The project's labels (for the label choices). */
+  private taxonomy: readonly Label[] = [];
+  /** Labels and authors seen on the rows of this image (filter choices). */
+  private readonly seenLabels = new Set<string>();
+  private readonly seenAuthors = new Set<string>();
   private selected = new Set<string>();
   private readonly items: HTMLUListElement;
   private readonly unsaved: HTMLUListElement;
@@ -67,8 +78,7 @@ export class AnnotationList {
       node.addEventListener('change', () => {
         const value = node.value === '' ? null : node.value;
         this.filter = { ...this.filter, [name]: value } as AnnotationFilter;
-        this.rowCap = ROW_CAP;
-        this.render();
+        void this.reload();
       });
       return node;
     };
@@ -103,6 +113,8 @@ export class AnnotationList {
   /** A new image: show the panel ("All slices" on volumes) and load its first page. */
   open(volume: boolean): void {
     this.root.hidden = false;
+    this.seenLabels.clear();
+    this.seenAuthors.clear();
     this.allText.data = volume ? 'All slices' : 'All of the image';
     void this.reload();
   }
@@ -118,12 +130,12 @@ export class AnnotationList {
     const loading = new AbortController();
     this.loading = loading;
     try {
-      const page = await this.events.fetchPage(this.scope, null, loading.signal);
+      const page = await this.events.fetchPage(this.scope, listingFilter(this.filter), null, loading.signal);
       if (loading.signal.aborted) return;
       this.features = page.features;
       this.nextCursor = page.nextCursor;
       this.rowCap = ROW_CAP;
-      this.fillFilters();
+      this.fillFilters(page.features);
       this.render();
     } catch (error) {
       if (!loading.signal.aborted) this.events.error('Annotations could not be listed', error instanceof Error ? error.message : String(error));
@@ -134,8 +146,7 @@ export class AnnotationList {
 
   /** "More": draw the next rows already loaded, else load the next page from the server. */
   private async showMore(): Promise<void> {
-    const matching = filterAnnotations(this.features, this.filter).length;
-    if (this.rowCap < matching) {
+    if (this.rowCap < listedShapes(this.features).length) {
       this.rowCap += ROW_CAP;
       this.render();
       return;
@@ -146,12 +157,12 @@ export class AnnotationList {
     this.loading = loading;
     this.more.disabled = true;
     try {
-      const page = await this.events.fetchPage(this.scope, cursor, loading.signal);
+      const page = await this.events.fetchPage(this.scope, listingFilter(this.filter), cursor, loading.signal);
       if (loading.signal.aborted) return;
       this.features = [...this.features, ...page.features];
       this.nextCursor = page.nextCursor;
       this.rowCap += ROW_CAP;
-      this.fillFilters();
+      this.fillFilters(page.features);
       this.render();
     } catch (error) {
       if (!loading.signal.aborted) this.events.error('Annotations could not be listed', error instanceof Error ? error.message : String(error));
@@ -161,11 +172,15 @@ export class AnnotationList {
     }
   }
 
-  /** A save's answer: update its row (or add it), without asking the server again. */
+  /**
+   * A save's answer: update its row (or add it), without asking the server again; if it no
+   * longer passes the filter (say a submitted one accepted under "submitted"), drop its row.
+   */
   upsert(stored: AnnotationFeature): void {
     if (this.root.hidden) return;
-    this.features = upsertFeature(this.features, stored);
-    this.fillFilters();
+    if (matches(stored, this.filter)) this.features = upsertFeature(this.features, stored);
+    else if (stored.id !== undefined) this.features = withoutFeature(this.features, stored.id);
+    this.fillFilters([stored]);
     this.render();
   }
 
@@ -211,10 +226,21 @@ export class AnnotationList {
     this.unsaved.hidden = pending.length === 0;
   }
 
-  private fillFilters(): void {
-    const { labels, authors } = filterChoices(this.features);
+  /** The project's labels, offered by the label filter. */
+  setLabels(labels: readonly Label[]): void {
+    this.taxonomy = labels;
+    this.fillFilters();
+  }
+
+  /** Fill the filter choices, with the labels and authors of `rows` seen from now on. */
+  private fillFilters(rows: AnnotationFeature[] = []): void {
+    const seen = seenValues(rows);
+    for (const label of seen.labels) this.seenLabels.add(label);
+    for (const author of seen.authors) this.seenAuthors.add(author);
+    const labels = labelChoices(this.taxonomy, this.seenLabels);
+    const authors = [...this.seenAuthors].sort();
     const fill = (node: HTMLSelectElement, any: string, values: readonly string[], current: string | null): void => {
-      // A filter chosen stays chosen though the rows loaded now have no such value.
+      // A filter chosen stays chosen though no row seen has that value.
       const offered = current !== null && !values.includes(current) ? [...values, current] : values;
       node.replaceChildren(
         el('option', { text: any, attrs: { value: '' } }),
@@ -233,7 +259,7 @@ export class AnnotationList {
   }
 
   private render(): void {
-    const shown = filterAnnotations(this.features, this.filter);
+    const shown = listedShapes(this.features);
     const drawn = shown.slice(0, this.rowCap);
     const more = this.nextCursor !== null;
     this.count.textContent = `${shown.length}${more ? '+' : ''}`;

@@ -1,16 +1,20 @@
 /**
  * Review mode (reviewers and admins): step through the image's submitted annotations (N /
  * Shift+N), each zoomed to and selected on the map, and accept (A) or reject (R) it with a
- * comment (`POST /annotations/{id}/review`, If-Match its version). The queue is read from the
- * image's listing page by page, only while reviewing, and topped up as the reviewer nears its end.
+ * comment (`POST /annotations/{id}/review`, If-Match its version). The queue is the image's
+ * listing filtered by the server to `status=submitted`, read a page at a time only while
+ * reviewing, and topped up as the reviewer nears its end.
  */
 import type { AnnotationFeature, AnnotationPage } from '../api';
 import { ApiError, reviewAnnotation } from '../api';
-import { describe } from './annotationFilter';
+import { describe, isShape } from './annotationFilter';
 import { el } from './dom';
-import { ReviewQueue, submittedOf } from './reviewQueue';
+import { ReviewQueue } from './reviewQueue';
 
-/** Pages of 1,000 read per top-up at most, and the queue length under which one starts. */
+/**
+ * Pages of 1,000 read per top-up at most (more than one only if a page held no shape: tags are
+ * not reviewed here), and the queue length under which one starts.
+ */
 const PAGES_PER_TOP_UP = 5;
 const TOP_UP_BELOW = 20;
 
@@ -20,7 +24,7 @@ export interface ReviewEvents {
   /** A decision was stored. */
   decided: (stored: AnnotationFeature) => void;
   error: (title: string, message: string) => void;
-  /** One page of the image's annotations after `cursor` (null: the first page). */
+  /** One page of the image's submitted annotations after `cursor` (null: the first page). */
   fetchPage: (cursor: string | null, signal: AbortSignal) => Promise<AnnotationPage>;
 }
 
@@ -104,8 +108,9 @@ export class ReviewPanel {
   }
 
   /**
-   * Read further pages of the listing until some submitted ones are queued (or the listing
-   * ends, or PAGES_PER_TOP_UP pages were read); show the first one if none was shown.
+   * Read the next page of submitted annotations (further ones while fewer than TOP_UP_BELOW
+   * shapes are queued, up to PAGES_PER_TOP_UP, or to the end); show the first one if none was
+   * shown.
    */
   private async topUp(): Promise<void> {
     if (this.loading || this.cursor === null) return;
@@ -116,7 +121,7 @@ export class ReviewPanel {
       for (let pages = 0; pages < PAGES_PER_TOP_UP && this.cursor !== null; pages += 1) {
         const page = await this.events.fetchPage(this.cursor ?? null, loading.signal);
         if (loading.signal.aborted) return;
-        this.queue.append(submittedOf(page.features));
+        this.queue.append(page.features.filter(isShape));
         this.cursor = page.nextCursor;
         if (this.queue.length >= TOP_UP_BELOW) break;
       }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { AnnotationFeature } from '../api';
-import { ReviewQueue, submittedOf } from './reviewQueue';
+import { ReviewQueue } from './reviewQueue';
 
 const item = (id: number): AnnotationFeature => ({
   type: 'Feature',
@@ -62,18 +62,6 @@ describe('review stepping', () => {
 });
 
 describe('review queue read page by page', () => {
-  it('keeps only the submitted shapes of a page (drafts, decided ones and tags are not queued)', () => {
-    const page: AnnotationFeature[] = [
-      item(1),
-      { ...item(2), properties: { label: 'x', status: 'draft' } },
-      { ...item(3), properties: { label: 'x' } },
-      { ...item(4), properties: { label: 'x', status: 'accepted' } },
-      { type: 'Feature', id: 5, geometry: null, properties: { label: 't', kind: 'tag', status: 'submitted' } },
-      item(6),
-    ];
-    expect(submittedOf(page).map((f) => f.id)).toEqual([1, 6]);
-  });
-
   it('appending a further page keeps the current item and skips ids already queued', () => {
     const q = new ReviewQueue();
     q.setItems([item(1), item(2)]);

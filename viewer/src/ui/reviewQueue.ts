@@ -1,13 +1,8 @@
 /**
- * Review stepping: the submitted annotations of an image, one current at a time. Pure (no DOM),
- * so the panel and the unit tests share it.
+ * Review stepping: the submitted annotations of an image (the server's `status=submitted`
+ * listing), one current at a time. Pure (no DOM), so the panel and the unit tests share it.
  */
 import type { AnnotationFeature } from '../api';
-
-/** The shapes waiting for review among a page of a listing (it has no status filter). */
-export function submittedOf(features: AnnotationFeature[]): AnnotationFeature[] {
-  return features.filter((f) => f.geometry !== null && (f.properties.status ?? 'draft') === 'submitted');
-}
 
 export class ReviewQueue {
   private items: AnnotationFeature[] = [];
@@ -21,7 +16,7 @@ export class ReviewQueue {
     this.index = at >= 0 ? at : Math.min(this.index, Math.max(0, this.items.length - 1));
   }
 
-  /** Add the submitted ones of a further page at the end (ids already queued are skipped). */
+  /** Add the items of a further page at the end (ids already queued are skipped). */
   append(items: AnnotationFeature[]): void {
     const queued = new Set(this.items.map((f) => f.id));
     this.items.push(...items.filter((f) => !queued.has(f.id)));
