@@ -23,6 +23,7 @@ from tileserver.web.annotations import (
     SnapshotsHandler,
     UndoHandler,
 )
+from tileserver.web.checks import ChecksHandler
 from tileserver.web.config import config_routes
 from tileserver.web.export import export_routes
 from tileserver.web.handlers import (
@@ -69,6 +70,7 @@ def annotation_routes(deps: dict[str, Any]) -> list[tornado.routing.URLSpec]:
         url(PROJECT + r"/members/([^/]+)", MemberHandler, deps, name="member"),
         url(PROJECT + r"/snapshots", SnapshotsHandler, deps, name="snapshots"),
         url(PROJECT + r"/snapshots/([^/]+)", SnapshotHandler, deps, name="snapshot"),
+        url(PROJECT + r"/checks", ChecksHandler, deps, name="checks"),
     ]
 
 

@@ -103,6 +103,7 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     # Imported here: the annotation handlers import the handler module, which imports this one.
     from tileserver.web.annotations import openapi_paths
+    from tileserver.web.checks import openapi_paths as checks_paths
     from tileserver.web.config import openapi_paths as config_paths
     from tileserver.web.live import openapi_paths as live_paths
     from tileserver.web.review import openapi_paths as review_paths
@@ -273,5 +274,6 @@ def openapi_document() -> dict[str, Any]:
             **vector_tile_paths(),
             **live_paths(),
             **review_paths(),
+            **checks_paths(),
         },
     }
