@@ -7,6 +7,7 @@ from typing import Any
 import tornado.routing
 import tornado.web
 
+from tileserver.web.agreement import AgreementHandler
 from tileserver.web.annotations import (
     AnnotationHandler,
     BulkAnnotationsHandler,
@@ -71,6 +72,7 @@ def annotation_routes(deps: dict[str, Any]) -> list[tornado.routing.URLSpec]:
         url(PROJECT + r"/snapshots", SnapshotsHandler, deps, name="snapshots"),
         url(PROJECT + r"/snapshots/([^/]+)", SnapshotHandler, deps, name="snapshot"),
         url(PROJECT + r"/checks", ChecksHandler, deps, name="checks"),
+        url(PROJECT + r"/agreement", AgreementHandler, deps, name="agreement"),
     ]
 
 

@@ -102,6 +102,7 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     # Imported here: the annotation handlers import the handler module, which imports this one.
+    from tileserver.web.agreement import openapi_paths as agreement_paths
     from tileserver.web.annotations import openapi_paths
     from tileserver.web.checks import openapi_paths as checks_paths
     from tileserver.web.config import openapi_paths as config_paths
@@ -275,5 +276,6 @@ def openapi_document() -> dict[str, Any]:
             **live_paths(),
             **review_paths(),
             **checks_paths(),
+            **agreement_paths(),
         },
     }
