@@ -31,9 +31,10 @@ Codes
     An area (box, polygon, multipolygon, mask) under ``min_area_px`` pixels (default 4): a
     stray click or a shape drawn at the wrong zoom. details: ``area_px``, ``min_area_px``.
 ``sliver`` (warning)
-    A very thin area: its mean width ``2 * area / perimeter`` is under 1 pixel (a thin
-    rectangle w x L has mean width ~w). Tiny shapes are reported as ``tiny`` only.
-    details: ``width_px``, ``area_px``, ``perimeter_px``.
+    A very thin area: nowhere 1 pixel thick (the largest circle inside it is under 1 px
+    across; looked for among shapes whose mean width ``2 * area / perimeter`` is under 1 px).
+    Tiny shapes are reported as ``tiny`` only. details: ``width_px`` (that diameter),
+    ``mean_width_px``, ``area_px``, ``perimeter_px``.
 ``duplicate`` (error)
     The same object annotated twice: same label (and slice and plane on volumes), and areas
     with IoU >= 0.95 (masks: IoU of their pixels), points, multipoints and polylines of the same
@@ -107,7 +108,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "outside_image": (Severity.error, "entirely outside the image"),
     "partly_outside_image": (Severity.warning, "partly outside the image"),
     "tiny": (Severity.warning, "an area under min_area_px pixels"),
-    "sliver": (Severity.warning, "an area under 1 px wide on average (2*area/perimeter)"),
+    "sliver": (Severity.warning, "an area nowhere 1 px thick (largest inscribed circle)"),
     "duplicate": (Severity.error, "same label, IoU >= 0.95 (points: within 0.5 px)"),
     "overlap": (Severity.warning, "same label, 0.5 <= IoU < 0.95"),
     "unknown_label": (Severity.error, "label not in the project's taxonomy"),
@@ -122,6 +123,8 @@ CODES: dict[str, tuple[Severity, str]] = {
 AREAL = frozenset({Kind.box, Kind.polygon, Kind.multipolygon})
 POINTLIKE = frozenset({Kind.point, Kind.multipoint, Kind.polyline})
 SLICE_TOLERANCE = 1e-6  # slices: a vertex off its slice's plane by more is on another slice
+AREA_TOLERANCE = 1e-6  # px²: an area this close to min_area_px is not tiny
+SLIVER_TOLERANCE = 1e-3  # px: precision of the inscribed circle's radius
 
 
 @dataclass(frozen=True)
@@ -607,21 +610,30 @@ def _small_and_thin(img: _Image) -> None:
     idx, area = _areas(img)
     if len(idx):
         perimeter = shapely.length(img.pixel[idx])
-        tiny = area < opt.min_area_px
-        width = 2.0 * area / np.maximum(perimeter, 1e-300)
-        thin = ~tiny & (width < opt.sliver_width_px)
+        tiny = area < opt.min_area_px - AREA_TOLERANCE  # world round trips: 1e-9 px² off
+        mean_width = 2.0 * area / np.maximum(perimeter, 1e-300)
+        # thin on average (cheap), then nowhere as thick as the threshold: the diameter of the
+        # largest inscribed circle (a 2 x 2 square is 1 px wide on average but 2 px thick)
+        thin = np.flatnonzero(~tiny & (mean_width < opt.sliver_width_px))
+        thickness = np.empty(0)
+        if len(thin):
+            circles = shapely.maximum_inscribed_circle(img.pixel[idx[thin]], SLIVER_TOLERANCE)
+            thickness = 2.0 * shapely.length(circles)
         for j in np.flatnonzero(tiny).tolist():
             i = int(idx[j])
             _tiny(img, i, float(area[j]))
-        for j in np.flatnonzero(thin).tolist():
+        for j, d in zip(thin.tolist(), thickness.tolist(), strict=True):
+            if d >= opt.sliver_width_px:
+                continue
             i = int(idx[j])
             img.add(
                 i,
                 "sliver",
-                f"The {_kind_text(img.items[i].kind)} is a sliver, {width[j]:.3g} px wide on "
-                f"average (area {area[j]:.4g} px², perimeter {perimeter[j]:.4g} px): likely an "
-                "editing artefact; delete it, or redraw it.",
-                width_px=round(float(width[j]), 6),
+                f"The {_kind_text(img.items[i].kind)} is a sliver, at most {d:.3g} px thick "
+                f"(area {area[j]:.4g} px², perimeter {perimeter[j]:.4g} px): likely an editing "
+                "artefact; delete it, or redraw it.",
+                width_px=round(d, 6),
+                mean_width_px=round(float(mean_width[j]), 6),
                 area_px=round(float(area[j]), 6),
                 perimeter_px=round(float(perimeter[j]), 6),
             )
