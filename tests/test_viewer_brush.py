@@ -14,14 +14,16 @@ other pixel must match exactly.
 # (fixtures imported by name; test arguments shadow them.)
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 
 from tests.test_viewer import (  # noqa: F401  (fixtures are used by name)
+    TOKEN,
     Server,
     browser,
     map_picture,
@@ -31,6 +33,7 @@ from tests.test_viewer import (  # noqa: F401  (fixtures are used by name)
 )
 from tests.test_viewer_annotate import (  # noqa: F401  (fixtures are used by name)
     GEO_H,
+    GEO_ID,
     GEO_W,
     HEADERS,
     Setup,
@@ -47,6 +50,7 @@ from tests.test_viewer_volume import (
     image_region,
     shot,
     vserver,  # noqa: F401  (a fixture, used by name)
+    wait_ready,
 )
 from tests.test_viewer_volume import open_image as open_as_image
 
@@ -64,6 +68,15 @@ def full_mask(props: dict[str, Any], width: int, height: int) -> np.ndarray:
     out = np.zeros((height, width), dtype=bool)
     out[row : row + h, col : col + w] = local
     return out
+
+
+def encode_mask(full: np.ndarray) -> dict[str, Any]:
+    """A whole-image bool array as `properties.mask` (row-major runs, starting with 0s)."""
+    flat = full.astype(np.int8).ravel()
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    counts = runs if flat[0] == 0 else [0, *runs]
+    return {"origin": [0, 0], "size": [full.shape[1], full.shape[0]], "counts": counts}
 
 
 def stroke_distance(samples: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -277,3 +290,137 @@ def test_brush_on_a_ct_slice_stores_the_mask_on_that_slice(
     other = api(page, vserver, f"/images/{CT_ID}/annotations?crs=pixel&slice=8&plane={plane}")
     assert other["features"] == []
     shot(page, screens(tmp_path), "brush-ct")
+
+
+def kept_saves(page: Page) -> list[dict[str, Any]]:
+    return list(json.loads(page.evaluate(f"localStorage.getItem('tessera.pending.{GEO_ID}')")))
+
+
+def unavailable(route: Route) -> None:
+    route.fulfill(
+        status=503,
+        content_type="application/json",
+        body='{"error": "unavailable", "message": "down for a moment"}',
+    )
+
+
+def test_a_failed_brush_save_is_kept_and_retried(
+    page: Page, aserver: Setup, tmp_path: Path
+) -> None:
+    """The server answers 503 to brush saves: a new mask is kept as a create (a second stroke
+    merged into it), survives a reload and is stored when the server is back; a merge is kept as
+    an update with its If-Match version, and as the mask changed meanwhile (412) the stroke is
+    replayed onto the new version rather than dropped."""
+    server = aserver.server
+    place = open_as(page, server)
+    clear_annotations(page, server)
+    creates = lambda url: url.endswith(f"/api/v1/images/{GEO_ID}/annotations?crs=pixel")  # noqa: E731
+    page.route(
+        creates,
+        lambda route: unavailable(route) if route.request.method == "POST" else route.continue_(),
+    )
+    page.locator("#map").focus()
+    page.keyboard.press("k")
+    radius = brush_radius(page)
+    first = [place.at(c, r) for c, r in [(120, 100), (200, 130)]]
+    second = [place.at(c, r) for c, r in [(200, 130), (260, 200)]]
+    d1 = stroke_distance(hover_samples(page, first), GEO_W, GEO_H)
+    d2 = stroke_distance(hover_samples(page, second), GEO_W, GEO_H)
+    with page.expect_response(lambda r: r.request.method == "POST" and r.status == 503):
+        drag(page, first)
+    page.wait_for_selector('#annotation-unsaved .annot-item[data-op="create"]')
+    assert "Not saved yet" in page.locator("#toast").inner_text()
+    # The next stroke goes into the kept mask: still one kept create, holding both strokes.
+    with page.expect_response(lambda r: r.request.method == "POST" and r.status == 503):
+        drag(page, second)
+    page.wait_for_function(
+        f"JSON.parse(localStorage.getItem('tessera.pending.{GEO_ID}'))[0].attempts >= 2"
+    )
+    (kept,) = kept_saves(page)
+    assert (kept["op"], kept["feature"]["properties"]["kind"]) == ("create", "mask")
+    painted = (d1 <= radius) | (d2 <= radius)
+    distance = np.minimum(d1, d2)
+    assert_mask_close(
+        full_mask(kept["feature"]["properties"], GEO_W, GEO_H), painted, distance, radius
+    )
+    shot(page, screens(tmp_path), "brush-unsaved")
+
+    # A reload keeps it (listed as unsaved, nothing on the server); back online, it is stored.
+    page.reload()
+    wait_ready(page, GEO_ID)
+    page.wait_for_selector('#annotation-unsaved .annot-item[data-op="create"]')
+    assert features(page, server) == []
+    page.unroute(creates)
+    with page.expect_response(lambda r: r.request.method == "POST" and r.status == 201):
+        page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_selector("#annotation-unsaved .annot-item", state="detached")
+    assert page.evaluate(f"localStorage.getItem('tessera.pending.{GEO_ID}')") is None
+    (stored,) = features(page, server)
+    assert stored["properties"]["version"] == 1
+    saved = full_mask(stored["properties"], GEO_W, GEO_H)
+    assert_mask_close(saved, painted, distance, radius)
+
+    # Select it, brush again while PUTs answer 503: kept as an update against version 1.
+    mid = place.at(200, 130)
+    page.mouse.click(*mid)
+    page.wait_for_selector(f'#map[data-selected="{stored["id"]}"]')
+    page.locator("#map").focus()
+    page.keyboard.press("k")
+    page.wait_for_selector(f'#map[data-brush-target="{stored["id"]}"]')
+    edits = lambda url: url.split("?")[0].endswith(f"/api/v1/annotations/{stored['id']}")  # noqa: E731
+    page.route(
+        edits,
+        lambda route: unavailable(route) if route.request.method == "PUT" else route.continue_(),
+    )
+    third = [place.at(c, r) for c, r in [(260, 200), (330, 230)]]
+    d3 = stroke_distance(hover_samples(page, third), GEO_W, GEO_H)
+    with page.expect_response(lambda r: r.request.method == "PUT" and r.status == 503):
+        drag(page, third)
+    page.wait_for_selector('#annotation-unsaved .annot-item[data-op="update"]')
+    (kept,) = kept_saves(page)
+    assert (kept["op"], kept["id"], kept["version"]) == ("update", stored["id"], 1)
+    assert np.array_equal(full_mask({"mask": kept["base"]}, GEO_W, GEO_H), saved)
+
+    # Meanwhile someone adds a block to the mask (version 2).
+    block = np.zeros((GEO_H, GEO_W), dtype=bool)
+    block[300:330, 500:540] = True
+    theirs = {
+        "type": "Feature",
+        "geometry": None,
+        "properties": {
+            "label": stored["properties"]["label"],
+            "kind": "mask",
+            "mask": encode_mask(saved | block),
+        },
+    }
+    r = page.request.put(
+        f"{server.base}api/v1/annotations/{stored['id']}?crs=pixel",
+        data=json.dumps(theirs),
+        headers={**HEADERS, "Authorization": f"Bearer {TOKEN}", "If-Match": '"1"'},
+    )
+    assert r.status == 200, r.text()
+    # Back online: the kept PUT meets 412, the stroke is replayed onto version 2.
+    page.unroute(edits)
+    answers: list[tuple[str, str | None, int]] = []
+    page.on(
+        "response",
+        lambda res: (
+            answers.append((res.request.method, res.request.headers.get("if-match"), res.status))
+            if res.url.split("?")[0].endswith(f"/api/v1/annotations/{stored['id']}")
+            else None
+        ),
+    )
+    with page.expect_response(lambda r: r.request.method == "PUT" and r.status == 200):
+        page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_selector("#annotation-unsaved .annot-item", state="detached")
+    assert answers[:3] == [("PUT", '"1"', 412), ("GET", None, 200), ("PUT", '"2"', 200)], answers
+    page.wait_for_function(
+        "document.querySelector('#toast').innerText.includes('changed this mask meanwhile')"
+    )
+    (merged,) = features(page, server)
+    assert merged["id"] == stored["id"] and merged["properties"]["version"] == 3
+    got = full_mask(merged["properties"], GEO_W, GEO_H)
+    assert (got & block).sum() == block.sum()  # their block is kept
+    assert_mask_close(got & ~block, painted | (d3 <= radius), np.minimum(distance, d3), radius)
+    assert page.evaluate(f"localStorage.getItem('tessera.pending.{GEO_ID}')") is None
+    shot(page, screens(tmp_path), "brush-replayed")

@@ -93,6 +93,7 @@ class App {
       this.annotationList.setSelected(ids);
     },
     pendingChanged: (pending) => this.annotationList.setPending(pending),
+    pendingSettled: (save, outcome) => this.brush.pendingSettled(save, outcome),
     snapChanged: (on) => this.annotate.setSnapping(on),
   });
   /** Vector tiles of the annotations while zoomed out or crowded (see map/overviewLayer). */
@@ -121,6 +122,10 @@ class App {
       this.brushControls.setMode(mode, radius);
       if (mode) this.editor.setTool(null);
     },
+    // Failed mask saves join the editor's kept saves (listed as unsaved, retried).
+    serialized: (save) => this.editor.serialized(save),
+    keep: (error, save) => this.editor.keepSave(error, save),
+    forget: (key) => this.editor.forgetPending(key),
   });
   private readonly brushControls = new BrushControls(byId('annotate'), this.brush);
   private readonly instructions = new InstructionsPanel(byId('instructions'));

@@ -3,7 +3,8 @@
  * and plane), drawn in their label colours; drawing tools (polygon, freehand polygon, box, point,
  * polyline, hole), snapping, vertex editing, moving, delete, undo and redo, each change saved at
  * once (POST / PUT or DELETE with If-Match). A save that cannot reach the server is kept (see
- * ./pendingSaves) and retried until it lands.
+ * ./pendingSaves) and retried until it lands; the brush's mask saves join the same queue
+ * (`keepSave`, `serialized`).
  *
  * Map coordinates are pixels with y flipped, so GeoJSON `[col, row]` is map `[col, -row]`.
  */
@@ -27,8 +28,9 @@ import type { FeatureLike } from 'ol/Feature';
 
 import type { AnnotationFeature, AnnotationStatus, ImageDetail, Label, PlaneName } from '../api';
 import { ApiError, createAnnotation, deleteAnnotation, queryAnnotations, updateAnnotation } from '../api';
-import type { PendingSave } from './pendingSaves';
-import { isRetryable, PendingSaves, retryDelayMs } from './pendingSaves';
+import { isMaskJson } from './maskPaint';
+import type { PendingSave, SaveOutcome, SaveRequest } from './pendingSaves';
+import { isRetryable, PendingSaves, retryDelayMs, sendSave } from './pendingSaves';
 
 export type Tool = 'polygon' | 'freehand' | 'box' | 'point' | 'line' | 'hole';
 
@@ -47,6 +49,19 @@ function flip(coords: unknown): unknown {
 export function mapGeometry(raw: AnnotationFeature): Geometry | null {
   if (!raw.geometry) return null;
   return format.readGeometry({ type: raw.geometry.type, coordinates: flip(raw.geometry.coordinates) }) ?? null;
+}
+
+/**
+ * What marks a kept save on the map: its shape, or for a mask sent without one (the brush's
+ * saves) the mask's footprint box, as the server would store it.
+ */
+export function pendingGeometry(raw: AnnotationFeature): Geometry | null {
+  const shape = mapGeometry(raw);
+  const mask = raw.properties.mask;
+  if (shape || raw.properties.kind !== 'mask' || !isMaskJson(mask)) return shape;
+  const [c0, r0] = mask.origin;
+  const [w, h] = mask.size;
+  return new Polygon([[[c0, -r0], [c0 + w, -r0], [c0 + w, -(r0 + h)], [c0, -(r0 + h)], [c0, -r0]]]);
 }
 
 const PALETTE = ['#e6194b', '#3cb44b', '#ffe119', '#4363d8', '#f58231', '#911eb4', '#46f0f0', '#f032e6'];
@@ -84,6 +99,11 @@ export interface AnnotationEvents {
   selectionChanged?: (ids: string[]) => void;
   /** The changes of this image waiting to be saved. */
   pendingChanged?: (pending: PendingSave[]) => void;
+  /**
+   * A kept save left the queue: sent (with the server's answer), or refused or discarded
+   * (null). The brush follows its masks' kept saves this way.
+   */
+  pendingSettled?: (save: PendingSave, outcome: SaveOutcome | null) => void;
   snapChanged?: (on: boolean) => void;
 }
 
@@ -119,6 +139,8 @@ export class AnnotationEditor {
   private readonly pendingStore = openStorage();
   private retryTimer: number | null = null;
   private retrying = false;
+  /** Retries and the brush's saves of masks with kept saves run one at a time, in order. */
+  private saveChain: Promise<unknown> = Promise.resolve();
   label = 'lesion';
   /** Reviewers keep a shape's accepted/rejected status when they edit it. */
   canReview = false;
@@ -619,13 +641,13 @@ export class AnnotationEditor {
     return this.image && this.pendingStore ? this.pendingStore.forImage(this.image.id) : [];
   }
 
-  /** Keep a failed save if it may pass later; true if kept (the shape stays as drawn). */
+  /** Keep a failed save if it may pass later; the entry if kept (the shape stays as drawn). */
   private keepPending(
     error: unknown,
     save: Omit<PendingSave, 'key' | 'since' | 'attempts' | 'error'> & { key?: string },
     feature?: Feature,
-  ): boolean {
-    if (!this.pendingStore || !isRetryable(error)) return false;
+  ): PendingSave | null {
+    if (!this.pendingStore || !isRetryable(error)) return null;
     const message = error instanceof Error ? error.message : String(error);
     const entry = this.pendingStore.put({ ...save, key: save.key ?? (feature?.get('pending') as string | undefined), error: message });
     if (feature) {
@@ -635,7 +657,7 @@ export class AnnotationEditor {
     this.events.error('Not saved yet', `${message}. The change is kept on this computer and saved when the server answers again.`);
     this.events.pendingChanged?.(this.pending());
     this.scheduleRetry(entry.attempts);
-    return true;
+    return entry;
   }
 
   private scheduleRetry(attempts: number): void {
@@ -652,16 +674,34 @@ export class AnnotationEditor {
       if (save.op !== 'create' || !save.feature) continue;
       const p = save.feature.properties;
       if (this.volume && (p.slice !== this.volume.slice || p.plane !== this.volume.plane)) continue;
-      const geometry = mapGeometry(save.feature);
-      if (!geometry) continue;
-      const feature = new Feature(geometry);
-      feature.setProperties({ label: p.label, status: p.status ?? 'draft', pending: save.key, slice: p.slice, plane: p.plane });
-      this.source.addFeature(feature);
+      this.addPendingCreate(save.key, save.feature);
     }
+  }
+
+  /** A dashed shape for a create not saved yet (not for another image or slice). */
+  private addPendingCreate(key: string | null, raw: AnnotationFeature): Feature | null {
+    const geometry = pendingGeometry(raw);
+    if (!geometry) return null;
+    const p = raw.properties;
+    const feature = new Feature(geometry);
+    feature.setProperties({ label: p.label, status: p.status ?? 'draft', slice: p.slice, plane: p.plane, kind: p.kind });
+    if (key !== null) feature.set('pending', key);
+    this.source.addFeature(feature);
+    return feature;
   }
 
   private pendingFeature(key: string): Feature | undefined {
     return this.source.getFeatures().find((f) => f.get('pending') === key);
+  }
+
+  /**
+   * Run `save` after the retries and saves queued before it, and before those queued after: a
+   * kept save is never sent twice at once (the brush goes through here for its masks).
+   */
+  serialized<T>(save: () => Promise<T>): Promise<T> {
+    const run = this.saveChain.then(save, save);
+    this.saveChain = run.catch(() => undefined);
+    return run;
   }
 
   /** Try every pending save of the current image once more (in order). */
@@ -671,10 +711,12 @@ export class AnnotationEditor {
     if (!image || !store || this.retrying) return;
     this.retrying = true;
     try {
-      for (const save of store.forImage(image.id)) {
-        const ok = await this.retryOne(save);
-        if (!ok) break; // still unreachable: keep the order, try again later
-      }
+      await this.serialized(async () => {
+        for (const save of store.forImage(image.id)) {
+          const ok = await this.retryOne(save);
+          if (!ok) break; // still unreachable: keep the order, try again later
+        }
+      });
     } finally {
       this.retrying = false;
       this.events.pendingChanged?.(this.pending());
@@ -686,26 +728,36 @@ export class AnnotationEditor {
     const store = this.pendingStore;
     if (!store) return true;
     const feature = this.pendingFeature(save.key);
+    const here = this.image?.id === save.imageId;
     try {
-      if (save.op === 'create' && save.feature) {
-        const stored = await createAnnotation(save.imageId, save.feature);
-        if (this.image?.id === save.imageId) this.events.stored?.(stored);
-        if (feature && this.image?.id === save.imageId) {
+      const outcome = await sendSave(save);
+      const { stored } = outcome;
+      if (stored && here) this.events.stored?.(stored);
+      if (save.op === 'delete' || outcome.merge === 'recreated' || (outcome.merge === 'rebased' && !stored)) {
+        if (here && save.id !== undefined) this.events.deleted?.(save.id);
+      }
+      if (feature && here) {
+        if (stored) {
           this.adopt(feature, stored);
+          const shape = mapGeometry(stored); // a mask's footprint, as stored
+          if (shape) feature.setGeometry(shape);
           feature.unset('pending');
+        } else {
+          this.select.getFeatures().remove(feature);
+          this.source.removeFeature(feature);
         }
-      } else if (save.op === 'update' && save.feature && save.id !== undefined) {
-        const stored = await updateAnnotation(save.id, save.version ?? 1, save.feature);
-        if (this.image?.id === save.imageId) this.events.stored?.(stored);
-        if (feature) {
-          this.adopt(feature, stored);
-          feature.unset('pending');
-        }
-      } else if (save.op === 'delete' && save.id !== undefined) {
-        await deleteAnnotation(save.id, save.version ?? 1);
-        if (this.image?.id === save.imageId) this.events.deleted?.(save.id);
       }
       store.remove(save.imageId, save.key);
+      if (outcome.merge === 'rebased' || outcome.merge === 'recreated') {
+        this.events.error(
+          outcome.merge === 'rebased' ? 'Someone else changed this mask meanwhile' : 'Someone else deleted this mask meanwhile',
+          outcome.merge === 'rebased'
+            ? 'Your kept stroke was applied to their version of it.'
+            : 'Your kept mask was saved as a new annotation.',
+        );
+        void this.reload();
+      }
+      this.events.pendingSettled?.(save, outcome);
       this.events.changed?.(this.count);
       this.events.saved?.();
       return true;
@@ -717,25 +769,74 @@ export class AnnotationEditor {
       }
       // The server said no: show why, drop the change and show what the server has.
       store.remove(save.imageId, save.key);
-      if (feature && save.op === 'create') this.source.removeFeature(feature);
-      if (feature) feature.unset('pending');
+      if (feature) {
+        this.select.getFeatures().remove(feature);
+        this.source.removeFeature(feature); // (the reload shows what the server has)
+      }
       const gone = error instanceof ApiError && error.status === 404 && save.op === 'delete';
       if (!gone) {
         const what = save.op === 'create' ? 'The kept annotation' : 'The kept change';
         this.events.error(`${what} was refused`, error instanceof Error ? error.message : String(error));
       }
+      this.events.pendingSettled?.(save, null);
       void this.reload();
       return true;
     }
   }
 
-  /** Drop a pending save without sending it (the list's Discard). */
+  /**
+   * Keep a save the brush could not make (see ./brushTool), as this editor keeps its own: in
+   * the queue, marked on the map (a create or update dashed, a delete hidden) and retried.
+   * Returns the kept entry, or null if the failure is not one that may pass (`isRetryable`).
+   * A `key` already queued is replaced (the newer change of the same mask).
+   */
+  keepSave(error: unknown, save: SaveRequest & { key?: string }): PendingSave | null {
+    if (!this.pendingStore || !isRetryable(error) || save.imageId !== this.image?.id) return null;
+    let feature = save.key !== undefined ? this.pendingFeature(save.key) : undefined;
+    if (!feature && save.id !== undefined) {
+      const shown = this.source.getFeatureById(save.id);
+      if (shown && !shown.get('pending')) feature = shown; // (not one marked for another entry)
+    }
+    if (save.op === 'delete') {
+      if (feature) {
+        this.select.getFeatures().remove(feature);
+        this.source.removeFeature(feature);
+      }
+      return this.keepPending(error, save);
+    }
+    const shape = save.feature ? pendingGeometry(save.feature) : null;
+    if (feature && shape) feature.setGeometry(shape);
+    if (!feature && save.op === 'create' && save.feature) feature = this.addPendingCreate(null, save.feature) ?? undefined;
+    return this.keepPending(error, save, feature);
+  }
+
+  /**
+   * The brush sent a mask whose earlier save was kept (or emptied a mask never stored): drop
+   * the kept entry and its mark on the map.
+   */
+  forgetPending(key: string): void {
+    const image = this.image;
+    if (!image || !this.pendingStore) return;
+    this.pendingStore.remove(image.id, key);
+    const feature = this.pendingFeature(key);
+    if (feature && feature.getId() === undefined) this.source.removeFeature(feature); // the reload shows the stored one
+    else feature?.unset('pending');
+    this.events.pendingChanged?.(this.pending());
+  }
+
+  /** Drop a pending save without sending it (the list's Discard); the server's version is shown. */
   discardPending(key: string): void {
     const image = this.image;
     if (!image || !this.pendingStore) return;
+    const save = this.pendingStore.get(image.id, key);
     const feature = this.pendingFeature(key);
-    if (feature && feature.getId() === undefined) this.source.removeFeature(feature);
+    if (feature) {
+      // A shape with an id comes back from the server as stored (the reload adds it again).
+      this.select.getFeatures().remove(feature);
+      this.source.removeFeature(feature);
+    }
     this.pendingStore.remove(image.id, key);
+    if (save) this.events.pendingSettled?.(save, null);
     this.events.pendingChanged?.(this.pending());
     void this.reload();
   }

@@ -8,6 +8,13 @@
  * same label, else the mask this tool last saved on this slice. The eraser removes the stroke's
  * pixels from the target; a mask erased to nothing is deleted.
  *
+ * A save that cannot reach the server (no network, 5xx, 408, 429) is kept in the editor's queue
+ * of pending saves (./pendingSaves: localStorage, listed as unsaved, retried): a new mask as a
+ * create, a merge or an erase as an update with its If-Match version and base mask, an emptied
+ * mask as a delete. The target keeps showing the stroke, and further strokes on it replace the
+ * kept save. If the mask changed meanwhile (412), the stroke is replayed onto the current
+ * version and the user told, rather than dropped.
+ *
  * Pointer events are taken on the map element in the capture phase while a mode is on, so
  * OpenLayers neither pans nor selects under the brush (the wheel still zooms). The masks are
  * drawn on a canvas over the map, redrawn after each map render. Brush strokes have their own
@@ -17,9 +24,11 @@
 import type OLMap from 'ol/Map';
 
 import type { AnnotationFeature, AnnotationStatus, ImageDetail, PlaneName } from '../api';
-import { ApiError, createAnnotation, deleteAnnotation, getAnnotation, updateAnnotation } from '../api';
+import { getAnnotation } from '../api';
 import type { Point, PixelRect } from './maskPaint';
 import { decodeMask, encodeMask, isMaskJson, PixelMask, subtract, sweepDisc, union } from './maskPaint';
+import type { PendingSave, SaveOutcome, SaveRequest } from './pendingSaves';
+import { maskSaveRequest, sendSave } from './pendingSaves';
 
 export type BrushMode = 'brush' | 'eraser';
 
@@ -37,7 +46,16 @@ export interface BrushHost {
   /** A mask was stored or deleted: reload what is shown. */
   saved(): void;
   modeChanged(mode: BrushMode | null, radius: number): void;
+  /** Run a save after the kept saves being retried (see AnnotationEditor.serialized). */
+  serialized<T>(save: () => Promise<T>): Promise<T>;
+  /** Keep a failed save to retry it (null: not a failure that may pass). */
+  keep(error: unknown, save: SaveRequest & { key?: string }): PendingSave | null;
+  /** A kept save is no longer needed (a later save of the mask went through). */
+  forget(key: string): void;
 }
+
+/** A store's result: `done` (stored, or kept to retry), `merged` (replayed onto a newer version), `failed`. */
+type StoreResult = 'done' | 'merged' | 'failed';
 
 type Volume = { slice: number; plane: PlaneName } | null;
 
@@ -48,7 +66,12 @@ interface MaskRef {
   label: string;
   status: AnnotationStatus;
   attributes: Record<string, unknown>;
+  /** The mask as this user sees it (null: none, or deleted). */
   mask: PixelMask | null;
+  /** The mask at `version` on the server (differs from `mask` while a save of it is kept). */
+  saved: PixelMask | null;
+  /** The kept save of this mask, if its last save could not reach the server. */
+  pendingKey: string | null;
   imageId: string;
   volume: Volume;
 }
@@ -124,6 +147,8 @@ export class BrushTool {
   private busy = false;
   private selectedId: string | null = null;
   private frame: number | null = null;
+  /** Masks whose last save is kept, by the kept save's key. */
+  private readonly pendingRefs = new Map<string, MaskRef>();
 
   /** `element` is the map's target element (the overlay is laid over it). */
   constructor(
@@ -194,6 +219,13 @@ export class BrushTool {
 
   private async loadSelected(id: string): Promise<void> {
     if (this.target && String(this.target.id) === id) return;
+    // A mask whose save is kept: by its id, or by the key of its kept create (what a click on
+    // its dashed footprint selects).
+    const kept = [...this.pendingRefs.values()].find((r) => (String(r.id) === id || r.pendingKey === id) && r.imageId === this.image?.id);
+    if (kept && this.onSlice(kept)) {
+      this.setTarget(kept); // its stroke not saved yet is shown and painted on
+      return;
+    }
     try {
       const raw = await getAnnotation(id);
       if (this.selectedId !== id || !this.image) return;
@@ -209,16 +241,23 @@ export class BrushTool {
     const p = raw.properties;
     if (!this.image || raw.id === undefined || p.kind !== 'mask' || !isMaskJson(p.mask)) return null;
     if (this.volume && (p.slice !== this.volume.slice || p.plane !== this.volume.plane)) return null;
+    const mask = decodeMask(p.mask);
     return {
       id: raw.id,
       version: Number(p.version ?? 1),
       label: p.label,
       status: p.status ?? 'draft',
       attributes: p.attributes ?? {},
-      mask: decodeMask(p.mask),
+      mask,
+      saved: mask,
+      pendingKey: null,
       imageId: this.image.id,
       volume: this.volume,
     };
+  }
+
+  private onSlice(ref: MaskRef): boolean {
+    return !this.volume || (ref.volume?.slice === this.volume.slice && ref.volume.plane === this.volume.plane);
   }
 
   private setTarget(ref: MaskRef | null): void {
@@ -305,23 +344,35 @@ export class BrushTool {
   /** The target if it can take this stroke: same image, slice and label (for the brush). */
   private usableTarget(label?: string): MaskRef | null {
     const t = this.target;
-    if (!t?.mask || !this.image || t.imageId !== this.image.id) return null;
-    if (this.volume && (t.volume?.slice !== this.volume.slice || t.volume.plane !== this.volume.plane)) return null;
+    if (!t?.mask || !this.image || t.imageId !== this.image.id || !this.onSlice(t)) return null;
     return label === undefined || t.label === label ? t : null;
   }
 
   private async paint(stroke: PixelMask): Promise<void> {
     const label = this.host.label();
     const target = this.usableTarget(label);
-    if (target?.mask) {
+    if (target) {
       const before = target.mask;
-      if (await this.store(target, union(before, stroke).trimmed())) this.record({ ref: target, before, after: target.mask });
+      if ((await this.store(target, (current) => (current ? union(current, stroke).trimmed() : stroke))) === 'done') {
+        this.record({ ref: target, before, after: target.mask });
+      }
       return;
     }
     const image = this.image;
     if (!image) return;
-    const ref: MaskRef = { id: null, version: 0, label, status: 'draft', attributes: {}, mask: null, imageId: image.id, volume: this.volume };
-    if (await this.store(ref, stroke)) {
+    const ref: MaskRef = {
+      id: null,
+      version: 0,
+      label,
+      status: 'draft',
+      attributes: {},
+      mask: null,
+      saved: null,
+      pendingKey: null,
+      imageId: image.id,
+      volume: this.volume,
+    };
+    if ((await this.store(ref, () => stroke)) === 'done') {
       this.record({ ref, before: null, after: ref.mask });
       this.setTarget(ref);
     }
@@ -336,41 +387,100 @@ export class BrushTool {
       this.setTarget(target); // the stroke missed the mask: show it whole again
       return;
     }
-    if (await this.store(target, rest)) this.record({ ref: target, before, after: rest });
+    if ((await this.store(target, (current) => (current ? subtract(current, stroke).trimmed() : null))) === 'done') {
+      this.record({ ref: target, before, after: target.mask });
+    }
   }
 
   /**
-   * Make the server hold `mask` for `ref`: POST (no id yet), PUT with If-Match, or DELETE
-   * (mask null). Updates `ref`; true if the server took it.
+   * Make the server hold `next(mask now)` for `ref`: POST (no id yet), PUT with If-Match, or
+   * DELETE (null), one save at a time with the kept ones being retried (`next` sees the mask
+   * as the save before left it). A save that cannot reach the server is kept and `ref` shows
+   * the mask meanwhile (`done` too); one replayed onto a newer version of the mask is `merged`
+   * (the stroke is in, but it can no longer be undone alone).
    */
-  private async store(ref: MaskRef, mask: PixelMask | null): Promise<boolean> {
+  private store(ref: MaskRef, next: (current: PixelMask | null) => PixelMask | null): Promise<StoreResult> {
+    return this.host.serialized(() => this.storeNow(ref, next(ref.mask)));
+  }
+
+  private async storeNow(ref: MaskRef, mask: PixelMask | null): Promise<StoreResult> {
+    const request = maskSaveRequest(ref.imageId, ref, mask, (m) => this.body(ref, m));
     try {
-      if (mask === null) {
-        if (ref.id !== null) await deleteAnnotation(ref.id, ref.version);
-        ref.id = null;
-        ref.mask = null;
-      } else {
-        const body = this.body(ref, mask);
-        const stored = ref.id === null ? await createAnnotation(ref.imageId, body) : await updateAnnotation(ref.id, ref.version, body);
-        ref.id = stored.id ?? ref.id;
-        ref.version = Number(stored.properties.version ?? ref.version + 1);
-        ref.status = stored.properties.status ?? ref.status;
-        ref.mask = mask;
+      const outcome: SaveOutcome = request ? await sendSave(request) : { stored: null, merge: 'none' };
+      if (ref.pendingKey !== null) {
+        this.pendingRefs.delete(ref.pendingKey);
+        this.host.forget(ref.pendingKey);
+        ref.pendingKey = null;
       }
+      this.adopt(ref, outcome, mask);
       if (this.target === ref) this.setTarget(ref.mask ? ref : null);
       this.host.saved();
-      return true;
+      if (outcome.merge === 'none' || outcome.merge === 'gone') return 'done';
+      this.tellMerged(outcome);
+      this.dropChanges(ref);
+      return 'merged';
     } catch (error) {
-      if (error instanceof ApiError && error.status === 412) {
-        this.host.error('Someone else changed this mask', 'Your stroke was not saved; select the mask again to paint on its current version.');
-        this.setTarget(null);
-        this.host.saved();
-      } else {
-        this.host.error('The mask was not saved', errorText(error));
-        if (this.target === ref) this.setTarget(ref); // drop the eraser's preview
+      const kept = request ? this.host.keep(error, ref.pendingKey !== null ? { ...request, key: ref.pendingKey } : request) : null;
+      if (kept) {
+        ref.pendingKey = kept.key;
+        this.pendingRefs.set(kept.key, ref);
+        ref.mask = mask;
+        if (this.target === ref) this.setTarget(ref.mask ? ref : null);
+        return 'done';
       }
-      return false;
+      this.host.error('The mask was not saved', errorText(error));
+      if (this.target === ref) this.setTarget(ref); // drop the eraser's preview
+      return 'failed';
     }
+  }
+
+  /** Take a save's outcome into `ref` (`sent`: the mask sent, the one stored if not merged). */
+  private adopt(ref: MaskRef, outcome: SaveOutcome, sent: PixelMask | null): void {
+    const stored = outcome.stored;
+    if (!stored) {
+      Object.assign(ref, { id: null, version: 0, mask: null, saved: null });
+      return;
+    }
+    const p = stored.properties;
+    ref.id = stored.id ?? ref.id;
+    ref.version = Number(p.version ?? ref.version + 1);
+    ref.status = p.status ?? ref.status;
+    ref.mask = outcome.merge === 'none' || !isMaskJson(p.mask) ? sent : decodeMask(p.mask);
+    ref.saved = ref.mask;
+  }
+
+  private tellMerged(outcome: SaveOutcome): void {
+    if (outcome.merge === 'rebased') {
+      this.host.error('Someone else changed this mask meanwhile', 'Your stroke was applied to their version of it.');
+    } else if (outcome.merge === 'recreated') {
+      this.host.error('Someone else deleted this mask meanwhile', 'Your mask was saved as a new annotation.');
+    }
+  }
+
+  /** Forget the undo and redo steps of `ref` (they no longer fit what the server holds). */
+  private dropChanges(ref: MaskRef): void {
+    this.undoStack = this.undoStack.filter((c) => c.ref !== ref);
+    this.redoStack = this.redoStack.filter((c) => c.ref !== ref);
+  }
+
+  /**
+   * A kept save left the editor's queue: sent by a retry (`outcome`), or refused or discarded
+   * (null: back to the mask the server has, and the strokes since cannot be undone).
+   */
+  pendingSettled(save: PendingSave, outcome: SaveOutcome | null): void {
+    const ref = this.pendingRefs.get(save.key);
+    if (!ref) return;
+    this.pendingRefs.delete(save.key);
+    ref.pendingKey = null;
+    if (outcome) {
+      this.adopt(ref, outcome, ref.mask);
+      if (outcome.merge !== 'none' && outcome.merge !== 'gone') this.dropChanges(ref);
+    } else {
+      ref.mask = ref.saved;
+      this.dropChanges(ref);
+    }
+    if (this.target === ref) this.setTarget(ref.mask ? ref : null);
+    this.requestRedraw();
   }
 
   private body(ref: MaskRef, mask: PixelMask): AnnotationFeature {
@@ -396,15 +506,17 @@ export class BrushTool {
   async undo(): Promise<void> {
     const change = this.undoStack.pop();
     if (!change) return;
-    if (await this.store(change.ref, change.before)) this.redoStack.push(change);
-    else this.undoStack.push(change);
+    const result = await this.store(change.ref, () => change.before);
+    if (result === 'done') this.redoStack.push(change);
+    else if (result === 'failed') this.undoStack.push(change);
   }
 
   async redo(): Promise<void> {
     const change = this.redoStack.pop();
     if (!change) return;
-    if (await this.store(change.ref, change.after)) this.undoStack.push(change);
-    else this.redoStack.push(change);
+    const result = await this.store(change.ref, () => change.after);
+    if (result === 'done') this.undoStack.push(change);
+    else if (result === 'failed') this.redoStack.push(change);
   }
 
   // -- drawing ------------------------------------------------------------------------------

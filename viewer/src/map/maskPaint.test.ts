@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { Point, PixelRect } from './maskPaint';
-import { decodeMask, encodeMask, PixelMask, strokeMask, subtract, sweepDisc, union } from './maskPaint';
+import { decodeMask, encodeMask, PixelMask, rebaseMask, strokeMask, subtract, sweepDisc, union } from './maskPaint';
 
 const IMAGE: PixelRect = { c0: 0, r0: 0, c1: 600, r1: 400 };
 
@@ -154,5 +154,40 @@ describe('merging and erasing', () => {
     const only = strokeMask([{ x: 5, y: 5 }], 2, IMAGE);
     if (!only) throw new Error('empty');
     expect(subtract(only, only).trimmed()).toBeNull();
+  });
+});
+
+describe('replaying a change onto a newer mask', () => {
+  const pixels = (...list: [number, number][]): PixelMask => {
+    const mask = new PixelMask(0, 0, 10, 10);
+    for (const [c, r] of list) mask.data[r * 10 + c] = 1;
+    return mask.trimmed() as PixelMask;
+  };
+  const base = pixels([1, 1], [2, 1], [3, 1]);
+
+  it('adds what mine added and removes what mine removed, keeping their other changes', () => {
+    const mine = pixels([1, 1], [2, 1], [5, 5]); // added (5,5), erased (3,1)
+    const theirs = pixels([1, 1], [2, 1], [3, 1], [8, 0]); // added (8,0)
+    expect(setPixels(rebaseMask(base, mine, theirs))).toEqual(new Set(['1,1', '2,1', '5,5', '8,0']));
+  });
+
+  it('a pixel they erased stays erased unless mine added it', () => {
+    const theirs = pixels([1, 1]); // erased (2,1) and (3,1)
+    expect(setPixels(rebaseMask(base, union(base, pixels([7, 7])), theirs))).toEqual(new Set(['1,1', '7,7']));
+    expect(setPixels(rebaseMask(null, pixels([2, 1]), theirs))).toEqual(new Set(['1,1', '2,1']));
+  });
+
+  it('a delete replayed keeps only what they added; nothing left is null', () => {
+    expect(setPixels(rebaseMask(base, null, pixels([1, 1], [2, 1], [3, 1], [0, 9])))).toEqual(new Set(['0,9']));
+    expect(rebaseMask(base, null, pixels([2, 1]))).toBeNull();
+    expect(setPixels(rebaseMask(base, base, null))).toEqual(new Set()); // deleted by them, mine unchanged
+    expect(setPixels(rebaseMask(base, pixels([1, 1], [2, 1], [3, 1], [4, 4]), null))).toEqual(new Set(['4,4']));
+  });
+
+  it('does not change its inputs', () => {
+    const theirs = pixels([1, 1], [9, 9]);
+    const before = encodeMask(theirs);
+    rebaseMask(base, pixels([4, 4]), theirs);
+    expect(encodeMask(theirs)).toEqual(before);
   });
 });

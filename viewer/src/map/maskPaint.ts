@@ -120,6 +120,20 @@ export function subtract(a: PixelMask, b: PixelMask): PixelMask {
   return out;
 }
 
+/**
+ * Replay the change `base` → `mine` onto `theirs` (a three-way merge, for a save refused
+ * because the mask changed meanwhile): `theirs` plus the pixels `mine` added to `base`, minus
+ * those it removed. null stands for an empty mask (none yet, or deleted); the answer is
+ * trimmed, and null if nothing is left.
+ */
+export function rebaseMask(base: PixelMask | null, mine: PixelMask | null, theirs: PixelMask | null): PixelMask | null {
+  const added = mine && base ? subtract(mine, base) : mine;
+  const removed = base && mine ? subtract(base, mine) : base;
+  let out = theirs && added ? union(theirs, added) : (theirs ?? added)?.clone() ?? null;
+  if (out && removed) out = subtract(out, removed);
+  return out?.trimmed() ?? null;
+}
+
 /** Squared distance from (px, py) to the segment a–b. */
 function distanceSq(px: number, py: number, a: Point, b: Point): number {
   const dx = b.x - a.x;
