@@ -2,6 +2,7 @@
  * Typed access to the tile server's JSON API (/api/v1). The browser authenticates with the
  * session cookie that `/?token=…` set, so every request is same-origin with credentials.
  */
+import type { ChecksAnswer } from './ui/quality';
 
 /** One entry of `GET /api/v1/images`. */
 export interface ImageSummary {
@@ -483,4 +484,12 @@ export function getProject(project: string): Promise<ProjectDetail> {
 /** Who is signed in. */
 export function getSession(): Promise<{ name: string; role: string }> {
   return getJson<{ name: string; role: string }>('/session');
+}
+
+/**
+ * `GET /projects/{project}/checks`: one page of the quality findings (reviewers and admins; 403
+ * for annotators). `params` from `checksParams` (ui/quality).
+ */
+export function listChecks(project: string, params: URLSearchParams, signal?: AbortSignal): Promise<ChecksAnswer> {
+  return getJson<ChecksAnswer>(`/projects/${encodeURIComponent(project)}/checks?${params.toString()}`, signal);
 }

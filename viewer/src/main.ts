@@ -7,7 +7,7 @@ import './style.css';
 
 import type { AnnotationFeature, AnnotationPage, ImageDetail, ImageSummary, Label, ListingFilter, TileOptions } from './api';
 import { ApiError, getImage, getProject, getSession, isVolume, listAllAnnotations, listAnnotationPage, listImages, listLabels } from './api';
-import { getConfig, isGeoreferenced, listProjects } from './api';
+import { getConfig, isGeoreferenced, listChecks, listProjects } from './api';
 import { AnnotationEditor } from './map/annotations';
 import { BrushTool } from './map/brushTool';
 import { BrushControls } from './ui/brushControls';
@@ -18,6 +18,9 @@ import { AnnotationList } from './ui/annotationList';
 import type { ListScope } from './ui/annotationList';
 import { InstructionsPanel } from './ui/instructions';
 import { ReviewPanel } from './ui/reviewPanel';
+import type { Finding } from './ui/quality';
+import { findingExtent, relatedIds } from './ui/quality';
+import { QualityPanel } from './ui/qualityPanel';
 import { tagLabels, TagsBox } from './ui/tagsBox';
 import { ImageViewer } from './map/ImageViewer';
 import type { MapMode } from './map/ImageViewer';
@@ -81,8 +84,14 @@ class App {
   private readonly editor = new AnnotationEditor(this.viewer.map, {
     error: (title, message) => this.toast(title, message),
     changed: (count) => this.annotate.setCount(count),
-    stored: (feature) => this.annotationList.upsert(feature),
-    deleted: (id) => this.annotationList.remove(id),
+    stored: (feature) => {
+      this.annotationList.upsert(feature);
+      this.quality.changed();
+    },
+    deleted: (id) => {
+      this.annotationList.remove(id);
+      this.quality.changed();
+    },
     toolChanged: (tool) => {
       this.annotate.setTool(tool);
       if (tool) this.brush.setMode(null);
@@ -117,6 +126,7 @@ class App {
     saved: () => {
       void this.editor.reload();
       this.annotationList.viewChanged();
+      this.quality.changed();
     },
     modeChanged: (mode, radius) => {
       this.brushControls.setMode(mode, radius);
@@ -153,6 +163,12 @@ class App {
     },
     error: (title, message) => this.toast(title, message),
     fetchPage: (cursor, signal) => this.listPage('all', { statuses: ['submitted'] }, cursor, signal),
+  });
+  /** Automated checks of the image's annotations (reviewers and admins; see ui/qualityPanel). */
+  private readonly quality = new QualityPanel(byId('quality'), {
+    fetchPage: (params, signal) => listChecks(this.projectOf(this.volumeImage?.id ?? this.viewer.image?.id ?? ''), params, signal),
+    show: (finding) => this.showFinding(finding),
+    error: (title, message) => this.toast(title, message),
   });
   /** Who is signed in (for "my drafts"). */
   private me: string | null = null;
@@ -270,6 +286,7 @@ class App {
     this.annotationList.open(isVolume(image));
     this.annotationList.setPending(this.editor.pending());
     this.review.reset();
+    this.quality.setImage(image.id);
     renderImageInfo(this.info, image);
     document.title = `${image.name} · Tessera`;
   }
@@ -358,8 +375,13 @@ class App {
     this.listViewChanged();
   }
 
+  /** The project of an image (from the image list). */
+  private projectOf(id: string): string {
+    return this.images.find((i) => i.id === id)?.project ?? 'default';
+  }
+
   private async loadLabels(image: ImageDetail): Promise<void> {
-    const project = this.images.find((i) => i.id === image.id)?.project ?? 'default';
+    const project = this.projectOf(image.id);
     try {
       const labels = await listLabels(project);
       this.labels = labels;
@@ -375,6 +397,7 @@ class App {
       const reviewer = detail.role === 'reviewer' || detail.role === 'admin';
       this.editor.canReview = reviewer;
       this.review.setAllowed(reviewer);
+      this.quality.setAllowed(reviewer);
       this.instructions.setInstructions(detail.instructions);
     } catch (error) {
       this.toast('The project could not be loaded', error instanceof Error ? error.message : String(error));
@@ -445,6 +468,25 @@ class App {
     this.editor.showAnnotation(feature);
   }
 
+  /**
+   * Go to a quality finding: its plane and slice on a volume, then zoom to its pixel bbox (with a
+   * margin) and select its annotation; a duplicate's or overlap's other annotation is outlined.
+   */
+  private showFinding(finding: Finding): void {
+    const extent = findingExtent(finding);
+    if (!extent) return;
+    if (this.viewer.mode === 'webmercator') this.setMapMode('pixels');
+    const slice = finding.location?.slice;
+    const plane = finding.location?.plane;
+    if (this.volumeImage && typeof slice === 'number' && plane) {
+      this.volumeControls.setPlane(plane);
+      this.volumeControls.setSlice(slice);
+    }
+    const related = relatedIds(finding);
+    this.mapElement.dataset.highlighted = related.join(',');
+    this.editor.showExtent(extent, finding.annotation, related);
+  }
+
   /** Submit the signed-in user's drafts on this image for review. */
   private async submitDrafts(): Promise<void> {
     const image = this.viewer.image;
@@ -485,7 +527,8 @@ class App {
   /**
    * P/F/B/O/L/H pick a tool, K/E the mask brush/eraser ([ and ] size it), S toggles snapping,
    * Esc cancels, Delete removes the selection,
-   * Ctrl+Z undoes, Ctrl+Shift+Z / Ctrl+Y redo; in review mode N / Shift+N step, A / R decide.
+   * Ctrl+Z undoes, Ctrl+Shift+Z / Ctrl+Y redo; in review mode N / Shift+N step, A / R decide;
+   * Q opens or closes the Quality panel (reviewers and admins).
    */
   private wireAnnotationKeys(): void {
     window.addEventListener('keydown', (event) => {
@@ -512,7 +555,9 @@ class App {
         return;
       }
       const tool = TOOL_KEYS[key];
-      if (key === 'k' || key === 'e') {
+      if (key === 'q') {
+        if (this.quality.isAllowed) this.quality.setOpen(!this.quality.isOpen);
+      } else if (key === 'k' || key === 'e') {
         const mode = key === 'k' ? 'brush' : 'eraser';
         this.brush.setMode(this.brush.activeMode === mode ? null : mode);
       } else if ((key === '[' || key === ']') && this.brush.activeMode) {
@@ -638,6 +683,8 @@ class App {
     this.annotationList.hide();
     this.tags.hide();
     this.review.setAllowed(false);
+    this.quality.setAllowed(false);
+    this.quality.setImage(null);
     this.instructions.setVisible(false);
     renderImageInfo(this.info, null);
     if (error instanceof ApiError && error.unauthorized) {

@@ -136,6 +136,8 @@ export class AnnotationEditor {
   private loading: AbortController | null = null;
   private modifying = new Map<Feature, Geometry>();
   private focusId: string | null = null;
+  /** Annotations outlined besides the selection (a finding's other annotation). */
+  private highlighted = new Set<string>();
   private readonly pendingStore = openStorage();
   private retryTimer: number | null = null;
   private retrying = false;
@@ -385,6 +387,26 @@ export class AnnotationEditor {
     this.focusId = String(raw.id);
     if (this.selectById(this.focusId)) this.focusId = null;
     this.map.getView().fit(buffer(extent, margin), { padding: [40, 40, 40, 40], duration: 0 });
+  }
+
+  /**
+   * Zoom to a map extent (a quality finding's, see ui/quality) and select annotation `id` (once
+   * loaded, if it is editable here); `related` are outlined as well (what it duplicates or
+   * overlaps) until the next call.
+   */
+  showExtent(extent: [number, number, number, number], id: number | null, related: readonly number[] = []): void {
+    if (this.tool) this.setTool(null);
+    this.highlighted = new Set(related.map(String));
+    this.layer.changed();
+    this.focusId = id !== null ? String(id) : null;
+    if (this.focusId === null) this.select.getFeatures().clear();
+    else if (this.selectById(this.focusId)) this.focusId = null;
+    this.map.getView().fit(extent, { padding: [40, 40, 40, 40], duration: 0 });
+  }
+
+  /** The ids outlined by `showExtent`. */
+  get highlightedIds(): string[] {
+    return [...this.highlighted];
   }
 
   private selectById(id: string): boolean {
@@ -856,6 +878,9 @@ export class AnnotationEditor {
         image: new CircleStyle({ radius: 6, fill: new Fill({ color: colour }), stroke: new Stroke({ color: '#fff', width: 2 }) }),
       }),
       ...(selected ? [new Style({ stroke: new Stroke({ color: colour, width: 1.5, lineDash: [4, 4] }) })] : []),
+      ...(!selected && this.highlighted.has(String(feature.getId() ?? ''))
+        ? [new Style({ stroke: new Stroke({ color: '#f59e0b', width: 3, lineDash: [6, 4] }) })]
+        : []),
     ];
   }
 

@@ -22,6 +22,7 @@ export const SHORTCUTS: readonly [string, string][] = [
   ['drag', 'move the selected shape (drag a vertex to edit it)'],
   ['N / Shift+N', 'review: next / previous submitted annotation'],
   ['A / R', 'review: accept / reject (with the comment)'],
+  ['Q', 'Quality panel (reviewers and admins): open / close the automated findings'],
   ['PageUp / PageDown, ↑ / ↓', 'volumes: next / previous slice (Shift: 10)'],
 ];
 
