@@ -465,6 +465,7 @@ class App {
       this.volumeControls.setPlane(plane);
       this.volumeControls.setSlice(slice);
     }
+    this.mapElement.dataset.highlighted = '';
     this.editor.showAnnotation(feature);
   }
 

@@ -381,6 +381,10 @@ export class AnnotationEditor {
     const geometry = mapGeometry(raw);
     if (!geometry || raw.id === undefined) return;
     if (this.tool) this.setTool(null);
+    if (this.highlighted.size > 0) {
+      this.highlighted.clear();
+      this.layer.changed();
+    }
     const extent = geometry.getExtent();
     // A margin around the shape (a point has no size): a tenth of it, at least 16 pixels.
     const margin = Math.max(16, 0.1 * Math.max(getWidth(extent), getHeight(extent)));
