@@ -44,6 +44,7 @@ from tileserver.web.handlers import (
 from tileserver.web.live import live_routes
 from tileserver.web.pixel import pixel_routes
 from tileserver.web.review import review_routes
+from tileserver.web.segment import segment_routes
 from tileserver.web.vector_tiles import vector_tile_routes
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -106,6 +107,7 @@ def make_app(ctx: ServerContext, cookie_secret: str) -> tornado.web.Application:
         *vector_tile_routes(deps),
         *live_routes(deps),
         *review_routes(deps),
+        *segment_routes(deps),
     ]
     return tornado.web.Application(
         routes,

@@ -108,6 +108,7 @@ def openapi_document() -> dict[str, Any]:
     from tileserver.web.config import openapi_paths as config_paths
     from tileserver.web.live import openapi_paths as live_paths
     from tileserver.web.review import openapi_paths as review_paths
+    from tileserver.web.segment import openapi_paths as segment_paths
     from tileserver.web.vector_tiles import openapi_paths as vector_tile_paths
 
     image_id = _param("id", "path", {"type": "string"}, "image id")
@@ -277,5 +278,6 @@ def openapi_document() -> dict[str, Any]:
             **review_paths(),
             **checks_paths(),
             **agreement_paths(),
+            **segment_paths(),
         },
     }
