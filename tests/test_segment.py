@@ -150,27 +150,47 @@ def test_a_negative_point_splits_touching_objects(server) -> None:
     assert f["geometry"]["type"] == "MultiPolygon" and f["properties"]["kind"] == "multipolygon"
 
 
-def test_world_output_is_the_pixel_output_transformed(server) -> None:
-    srv, c = server
-    image = srv.image_id("scene.tif")
-    body = {"points": [[300, 300, 1]]}
-    pixel = shape_of(propose(c["ann"], image, body))
-    world = shape_of(propose(c["ann"], image, body, crs="world"))
+def in_crs(srv, image: str, crs: str, pixel_xy: list[list[float]]) -> list[list[float]]:
+    """Pixel positions of an image written in another crs."""
     info = srv.catalog.images[image].info
     frame = frame_from_metadata(info.width, info.height, info.extra)
-    expected = shapely.transform(
-        pixel, lambda xy: frame.world_to_crs("world", frame.pixel_to_world(xy))
-    )
-    a = shapely.get_coordinates(shapely.normalize(world))
-    b = shapely.get_coordinates(shapely.normalize(expected))
-    assert a.shape == b.shape and np.allclose(a, b, atol=1e-6, rtol=0)
+    xy = np.asarray(pixel_xy, dtype=float)
+    out: list[list[float]] = frame.world_to_crs(crs, frame.pixel_to_world(xy)).tolist()
+    return out
+
+
+def test_world_prompt_and_output_are_the_pixel_ones_transformed(server) -> None:
+    """With crs=world|EPSG:n the points and box are read in that crs and the answer written in
+    it: the same outline as in pixels, transformed (to 1e-5 px: a box read back from another
+    crs lands within 1e-6 px of the pixel one, which moves the traced outline as little)."""
+    srv, c = server
+    image = srv.image_id("scene.tif")
+    info = srv.catalog.images[image].info
+    frame = frame_from_metadata(info.width, info.height, info.extra)
+    for body in ({"points": [[300, 300, 1]]}, {"box": [585, 185, 775, 335]}):
+        pixel = shape_of(propose(c["ann"], image, body))
+        for crs in ("world", "EPSG:3857"):
+            if "points" in body:
+                ((x, y),) = in_crs(srv, image, crs, [[300, 300]])
+                asked: dict = {"points": [[x, y, 1]]}
+            else:
+                (x0, y1), (x1, y0) = in_crs(srv, image, crs, [[585, 185], [775, 335]])
+                asked = {"box": [x0, y0, x1, y1]}
+            answer = shape_of(propose(c["ann"], image, asked, crs=crs))
+            back = shapely.transform(
+                answer, lambda xy, crs=crs: frame.world_to_pixel(frame.crs_to_world(crs, xy))
+            )
+            a = shapely.get_coordinates(shapely.normalize(back))
+            b = shapely.get_coordinates(shapely.normalize(pixel))
+            assert a.shape == b.shape and np.allclose(a, b, atol=1e-5, rtol=0), (body, crs)
 
 
 def test_a_proposal_posted_back_is_stored(stores) -> None:
     srv, c = stores
     image = srv.image_id("scene.tif")
     for crs in ("pixel", "world"):
-        f = propose(c["ann"], image, {"points": [[300, 300, 1]], "label": "blob"}, crs=crs)
+        ((x, y),) = in_crs(srv, image, crs, [[300, 300]]) if crs != "pixel" else [[300, 300]]
+        f = propose(c["ann"], image, {"points": [[x, y, 1]], "label": "blob"}, crs=crs)
         r = c["ann"]("POST", f"/api/v1/images/{image}/annotations?crs={crs}", f)
         assert r.status_code == 201, r.text
         stored = r.json()
@@ -272,4 +292,7 @@ def test_access_follows_the_images_project(server) -> None:
     assert r.status_code == 200, r.text
     r = c["ann"]("POST", f"/api/v1/images/{image}/segment", body)
     assert r.status_code == 403, r.text
-    assert c["admin"]("POST", f"/api/v1/images/{image}/segment", body).status_code == 200
+    assert c["admin"]("POST", f"/api/v1/images/{image}/segment?crs=pixel", body).status_code == 200
+    # crs defaults to world (WGS84 here), as on every annotation route: these are no longitudes
+    r = c["admin"]("POST", f"/api/v1/images/{image}/segment", body)
+    assert r.status_code == 422 and "cannot be transformed" in r.json()["message"], r.text

@@ -10,8 +10,11 @@ Body::
      "method": "flood" | "random_walker",      # optional: forces one
      "bands": [1, 2, 3], "window": 400, "level": 40, "preset": "bone"}  # optional, as tiles
 
-Points and box are in pixel coordinates of the image (of the slice, for volumes) whatever
-``crs``: ``crs`` is the coordinate system of the answer, a GeoJSON Feature written by the same
+On a 2D image, points and box are in ``crs`` (``world`` by default, as on every annotation
+route: WGS84 on a georeferenced image; ``pixel``; ``EPSG:n``): a box in a world crs is the pixel
+bounds of its four corners. On a volume they are
+in pixel coordinates of the slice whatever ``crs`` (the slice index says where the prompt is).
+``crs`` is also the coordinate system of the answer, a GeoJSON Feature written by the same
 code as the annotation routes (``annot.features``), so that it can be POSTed to
 ``/api/v1/images/{id}/annotations?crs=...`` unchanged once it has a label. It is not stored.
 ``properties``: ``kind`` (polygon or multipolygon), ``score`` (boundary contrast in [0, 1),
@@ -81,6 +84,33 @@ def _finite(value: Any, what: str) -> float:
     if not math.isfinite(value):
         raise BadRequest(f"{what} must be a finite number")
     return float(value)
+
+
+def prompt_in_pixels(data: Any, frame: ImageFrame, crs: str) -> Any:
+    """The body with its points and box in pixel coordinates (2D images in a world crs)."""
+    if crs == PIXEL or isinstance(frame, VolumeFrame) or not isinstance(data, dict):
+        return data
+    out = dict(data)
+    raw_points = data.get("points")
+    if isinstance(raw_points, list) and raw_points:
+        if not all(isinstance(p, list) and len(p) == 3 for p in raw_points):
+            raise BadRequest("points must be a list of [x, y, 1 or 0]")
+        xy = np.array(
+            [[_finite(p[0], f"points[{n}][0]"), _finite(p[1], f"points[{n}][1]")]
+             for n, p in enumerate(raw_points)]
+        )  # fmt: skip
+        # to 1e-6 px: a reprojection round trip's last bits would move the window read
+        px = np.round(frame.world_to_pixel(frame.crs_to_world(crs, xy)), 6).tolist()
+        out["points"] = [[c, r, p[2]] for (c, r), p in zip(px, raw_points, strict=True)]
+    box = data.get("box")
+    if isinstance(box, list) and len(box) == 4:
+        x0, y0, x1, y1 = (_finite(v, f"box[{i}]") for i, v in enumerate(box))
+        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]])
+        px = np.round(frame.world_to_pixel(frame.crs_to_world(crs, corners)), 6)
+        lo, hi = px.min(axis=0), px.max(axis=0)
+        if x0 < x1 and y0 < y1:  # else parse_request says what is wrong with the box
+            out["box"] = [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])]
+    return out
 
 
 def parse_request(data: Any, source: ImageSource, frame: ImageFrame) -> SegmentRequest:
@@ -364,7 +394,7 @@ class SegmentHandler(AnnotBaseHandler):
         self.require(project, Role.annotator)
         source = self.ctx.catalog.get(image_id)
         frame, crs = self.frame_and_crs(image_id)
-        req = parse_request(self.body_json(1 << 20), source, frame)
+        req = parse_request(prompt_in_pixels(self.body_json(1 << 20), frame, crs), source, frame)
         proposal = await self.call(propose, source, frame, crs, req)
         self.set_header("Content-Type", "application/geo+json; charset=utf-8")
         self.finish(dumps(proposal))
@@ -384,8 +414,9 @@ def openapi_paths() -> dict[str, Any]:
                 "summary": "Propose an outline from points and/or a box (not stored)",
                 "description": (
                     "Classical interactive segmentation (flood with an automatic tolerance for "
-                    "points, random walker for a box). Points and box are in pixel "
-                    "coordinates; the answer is a GeoJSON Feature in crs with properties "
+                    "points, random walker for a box). Points and box are in crs on 2D images "
+                    "and in the slice's pixels on volumes; the answer is a GeoJSON Feature in "
+                    "crs with properties "
                     "score, method, kind, proposed, scale, window, clipped (and slice/plane "
                     "for volumes), ready to POST to the annotations route once labelled. "
                     "Errors: 400 bad body, 401, 403 not a member of the image's project, 404, "
