@@ -316,9 +316,16 @@ export interface AnnotationCollection {
 }
 
 /** A state-changing call: cookie auth needs the CSRF header. */
-async function sendJson<T>(method: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<T | null> {
+async function sendJson<T>(
+  method: string,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal,
+): Promise<T | null> {
   const response = await fetch(`${API_ROOT}${path}`, {
     method,
+    signal: signal ?? null,
     credentials: 'same-origin',
     headers: {
       Accept: 'application/json',
@@ -355,6 +362,26 @@ export function queryAnnotations(
 export async function createAnnotation(imageId: string, feature: AnnotationFeature): Promise<AnnotationFeature> {
   const stored = await sendJson<AnnotationFeature>('POST', `/images/${encodeURIComponent(imageId)}/annotations?crs=pixel`, feature);
   return stored as AnnotationFeature;
+}
+
+/** Body of `POST /images/{id}/segment` (see tileserver/web/segment.py); pixel coordinates here. */
+export interface SegmentBody {
+  /** `[x, y, 1]` positive, `[x, y, 0]` negative. */
+  points: [number, number, 0 | 1][];
+  box?: [number, number, number, number];
+  slice?: number;
+  plane?: PlaneName;
+  label?: string;
+  bands?: number[];
+  window?: number;
+  level?: number;
+  preset?: string;
+}
+
+/** A proposed outline (not stored): a Polygon or MultiPolygon Feature in pixel coordinates. */
+export async function segmentImage(imageId: string, body: SegmentBody, signal?: AbortSignal): Promise<AnnotationFeature> {
+  const answer = await sendJson<AnnotationFeature>('POST', `/images/${encodeURIComponent(imageId)}/segment?crs=pixel`, body, {}, signal);
+  return answer as AnnotationFeature;
 }
 
 export async function updateAnnotation(id: number | string, version: number, feature: AnnotationFeature): Promise<AnnotationFeature> {
