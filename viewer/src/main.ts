@@ -11,6 +11,8 @@ import { getConfig, isGeoreferenced, listChecks, listProjects } from './api';
 import { AnnotationEditor } from './map/annotations';
 import { BrushTool } from './map/brushTool';
 import { BrushControls } from './ui/brushControls';
+import { AssistTool } from './map/assistTool';
+import { AssistControls } from './ui/assistControls';
 import { LiveUpdates } from './map/liveUpdates';
 import { OverviewLayer } from './map/overviewLayer';
 import { AnnotatePanel, TOOL_KEYS } from './ui/annotatePanel';
@@ -94,7 +96,10 @@ class App {
     },
     toolChanged: (tool) => {
       this.annotate.setTool(tool);
-      if (tool) this.brush.setMode(null);
+      if (tool) {
+        this.brush.setMode(null);
+        this.assist.setActive(false);
+      }
     },
     selectionChanged: (ids) => {
       this.brush.setSelection(ids);
@@ -130,7 +135,10 @@ class App {
     },
     modeChanged: (mode, radius) => {
       this.brushControls.setMode(mode, radius);
-      if (mode) this.editor.setTool(null);
+      if (mode) {
+        this.editor.setTool(null);
+        this.assist.setActive(false);
+      }
     },
     // Failed mask saves join the editor's kept saves (listed as unsaved, retried).
     serialized: (save) => this.editor.serialized(save),
@@ -138,6 +146,28 @@ class App {
     forget: (key) => this.editor.forgetPending(key),
   });
   private readonly brushControls = new BrushControls(byId('annotate'), this.brush);
+  /** The Assist (magic wand) tool: proposed outlines from clicks or a box (see map/assistTool). */
+  private readonly assist = new AssistTool(this.viewer.map, this.mapElement, {
+    label: () => this.editor.label,
+    imageId: () => this.volumeImage?.id ?? this.viewer.image?.id ?? null,
+    view: () => {
+      const image = this.volumeImage;
+      if (image) {
+        const state = this.volumeStates.get(image.id);
+        return state ? { volume: { slice: state.slice, plane: state.plane, preset: state.preset, window: state.window, level: state.level } } : {};
+      }
+      const id = this.viewer.image?.id;
+      return { bands: id !== undefined ? this.tileOptions.get(id)?.bands : undefined };
+    },
+    accept: (feature) => this.editor.addShape(feature),
+    changed: (state, message) => {
+      this.assistControls.setState(state, message, this.assist.hasPrompt);
+      if (state === 'off') return;
+      if (this.editor.activeTool !== null) this.editor.setTool(null);
+      if (this.brush.activeMode !== null) this.brush.setMode(null);
+    },
+  });
+  private readonly assistControls = new AssistControls(byId('annotate'), this.assist);
   private readonly instructions = new InstructionsPanel(byId('instructions'));
   private readonly tags = new TagsBox(
     byId('tags'),
@@ -195,6 +225,7 @@ class App {
   async start(): Promise<void> {
     this.editor.followContext((image, volume) => {
       this.brush.setContext(image, volume);
+      this.assist.setContext(image);
       this.overview.setContext(image, volume);
       this.live.setContext(image, volume);
     });
@@ -526,7 +557,8 @@ class App {
   }
 
   /**
-   * P/F/B/O/L/H pick a tool, K/E the mask brush/eraser ([ and ] size it), S toggles snapping,
+   * P/F/B/O/L/H pick a tool, K/E the mask brush/eraser ([ and ] size it), W the Assist tool
+   * (Enter accepts its proposal, Esc clears its prompt), S toggles snapping,
    * Esc cancels, Delete removes the selection,
    * Ctrl+Z undoes, Ctrl+Shift+Z / Ctrl+Y redo; in review mode N / Shift+N step, A / R decide;
    * Q opens or closes the Quality panel (reviewers and admins).
@@ -558,6 +590,14 @@ class App {
       const tool = TOOL_KEYS[key];
       if (key === 'q') {
         if (this.quality.isAllowed) this.quality.setOpen(!this.quality.isOpen);
+      } else if (key === 'w') {
+        this.assist.setActive(!this.assist.active);
+      } else if (event.key === 'Enter' && this.assist.active) {
+        event.preventDefault();
+        this.assist.accept();
+      } else if (event.key === 'Escape' && this.assist.active) {
+        if (this.assist.hasPrompt) this.assist.clear();
+        else this.assist.setActive(false);
       } else if (key === 'k' || key === 'e') {
         const mode = key === 'k' ? 'brush' : 'eraser';
         this.brush.setMode(this.brush.activeMode === mode ? null : mode);

@@ -498,6 +498,21 @@ export class AnnotationEditor {
     if (after && (await this.saveModify(feature, before))) this.finishChange({ kind: 'modify', feature, before, after });
   }
 
+  /**
+   * Add a shape made elsewhere (the Assist tool's accepted proposal, pixel coordinates) as a new
+   * annotation with the current label, saved like a drawn one (kept if the server cannot be
+   * reached, undoable).
+   */
+  addShape(raw: AnnotationFeature): void {
+    const geometry = mapGeometry(raw);
+    if (!geometry || !this.image) return;
+    const feature = new Feature(geometry);
+    const { slice, plane } = raw.properties;
+    if (slice !== undefined && plane !== undefined) feature.setProperties({ slice, plane });
+    this.source.addFeature(feature);
+    void this.saveNew(feature);
+  }
+
   private async saveNew(feature: Feature): Promise<void> {
     const image = this.image;
     if (!image) return;
