@@ -5,7 +5,9 @@ Served: the synthetic scene of tests/test_segment.py (a noisy 1024 x 1024 GeoTIF
 disc of radius 60 px at (300, 300), written with rasterio into tmp_path). A click inside the
 disc with the tool on must show a proposal; Enter stores it with the label typed, and the stored
 outline (read back from the API in pixels) has IoU >= 0.95 with the true disc. A click on the
-flat noisy background shows the server's 422 message, keeps the prompt, and stores nothing.
+flat noisy background shows the server's 422 message, keeps the prompt, and stores nothing. A
+drag around the scene's rectangle is a box prompt (random walker, IoU >= 0.95 once accepted),
+and Ctrl+Z undoes the accepted create as for a drawn polygon.
 
 Screen positions are found from the status bar's pixel readout at two pointer positions (the
 map's screen -> pixel transform is a scale and an offset).
@@ -25,7 +27,7 @@ import shapely
 from playwright.sync_api import Page
 from rasterio.transform import Affine
 
-from tests.test_segment import DISC, SIZE, circle, iou, scene
+from tests.test_segment import DISC, RECT, SIZE, circle, iou, scene
 from tests.test_viewer import (  # noqa: F401  (fixtures are used by name)
     Server,
     browser,
@@ -153,3 +155,40 @@ def test_assist_click_proposes_the_disc_and_enter_stores_it(
     page.keyboard.press("Escape")
     page.wait_for_selector('#map[data-assist="off"]')
     assert page.locator("#tool-assist").get_attribute("aria-pressed") == "false"
+
+
+def test_assist_box_drag_proposes_the_rectangle_and_undo_removes_it(
+    page: Page, sserver: Server
+) -> None:
+    sign_in(page, sserver)
+    image = scene_id(page, sserver)
+    page.goto(f"{sserver.base}#image={image}")
+    wait_ready(page, image)
+    before = {f["id"] for f in stored(page, sserver, image)}
+    at = screen_of(page)
+    page.locator("#tool-assist").click()
+    assert page.locator("#tool-assist").get_attribute("aria-pressed") == "true"
+
+    # A drag around the rectangle is a box prompt: the random walker answers.
+    x0, y0, x1, y1 = RECT
+    with page.expect_response(lambda r: "/segment" in r.url) as answer:
+        page.mouse.move(*at(x0 - 15, y0 - 15))
+        page.mouse.down()
+        page.mouse.move(*at((x0 + x1) / 2, (y0 + y1) / 2))
+        page.mouse.move(*at(x1 + 15, y1 + 15))
+        page.mouse.up()
+    assert answer.value.status == 200, answer.value.text()
+    assert answer.value.request.post_data_json["box"] is not None
+    page.wait_for_selector('#map[data-assist="proposed"]')
+    assert "random walker" in page.locator("#assist-status").inner_text()
+
+    # Accept (the button), then Ctrl+Z undoes the create like a drawn polygon's.
+    with page.expect_response(lambda r: r.request.method == "POST" and "/annotations" in r.url):
+        page.locator("#assist-accept").click()
+    (new,) = [f for f in stored(page, sserver, image) if f["id"] not in before]
+    truth = shapely.box(x0, y0, x1, y1)
+    assert iou(shapely.geometry.shape(new["geometry"]), truth) >= 0.95
+    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        page.keyboard.press("Control+z")
+    assert deleted.value.status == 204, deleted.value.text()
+    assert {f["id"] for f in stored(page, sserver, image)} == before
