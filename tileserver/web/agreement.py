@@ -21,9 +21,7 @@ from annot.storage import Filter
 from annot.storage.base import MAX_PAGE
 from annot.taxonomy import DEFAULT_PROJECT
 from annot.users import Role
-from tileserver.web.annotations import AnnotBaseHandler
-
-STATUSES = [s.value for s in Status]
+from tileserver.web.annotations import AnnotBaseHandler, enum_values
 
 
 def _number(value: str | None, name: str) -> float | None:
@@ -40,15 +38,6 @@ def _number(value: str | None, name: str) -> float | None:
 
 def _listed(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for text in values for v in text.split(",") if v.strip()))
-
-
-def parse_statuses(values: list[str]) -> tuple[Status, ...]:
-    out = []
-    for value in _listed(values):
-        if value not in STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(STATUSES)}, not {value[:40]!r}")
-        out.append(Status(value))
-    return tuple(out)
 
 
 def load_annotations(
@@ -116,7 +105,7 @@ class AgreementHandler(AnnotBaseHandler):
             iou_threshold=DEFAULT_IOU_THRESHOLD if iou is None else iou,
             point_tolerance=_number(arg("point_tolerance", None), "point_tolerance"),
         )
-        where = Filter(statuses=parse_statuses(self.get_query_arguments("status")))
+        where = Filter(statuses=enum_values(self.get_query_arguments("status"), Status, "status"))
         snapshot = arg("snapshot", None) or None
         image = arg("image", None) or None
 

@@ -347,13 +347,13 @@ def query_collection(
     return page_collection(page, frame, crs, nxt)
 
 
-def _enum_values(values: list[str], enum: type[Status] | type[Kind], name: str) -> tuple[Any, ...]:
-    """Repeated and/or comma-separated values of an enumerated query parameter."""
+def enum_values(values: list[str], enum: type[Status] | type[Kind], name: str) -> tuple[Any, ...]:
+    """Repeated and/or comma-separated values of an enumerated query parameter (each once)."""
     allowed = [e.value for e in enum]
     out = []
-    for value in (v for text in values for v in text.split(",") if v):
+    for value in dict.fromkeys(v.strip() for text in values for v in text.split(",") if v.strip()):
         if value not in allowed:
-            raise BadRequest(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+            raise BadRequest(f"{name} must be one of {', '.join(allowed)}, not {value[:40]!r}")
         out.append(enum(value))
     return tuple(out)
 
@@ -363,9 +363,9 @@ def listing_filter(arguments: Callable[[str], list[str]]) -> Filter:
     ``status`` and ``kind`` also take commas; a label keeps its sub-labels)."""
     return Filter(
         labels=tuple(v for v in arguments("label") if v),
-        statuses=_enum_values(arguments("status"), Status, "status"),
+        statuses=enum_values(arguments("status"), Status, "status"),
         authors=tuple(v for v in arguments("author") if v),
-        kinds=_enum_values(arguments("kind"), Kind, "kind"),
+        kinds=enum_values(arguments("kind"), Kind, "kind"),
     )
 
 
