@@ -27,6 +27,8 @@ from annot.features import dumps
 from annot.frames import ImageFrame, VolumeFrame
 from annot.imports.dicom_seg import read_dicom_seg, target_of
 from annot.imports.gis import read_gis
+from annot.imports.rtstruct import read_rtstruct
+from annot.imports.rtstruct import target_of as rtstruct_target
 from annot.model import Annotation
 from annot.taxonomy import Project
 from tileserver.chips import CHIP_OPTIONS, write_chips
@@ -214,6 +216,13 @@ def _read_dicom_seg(
     return ImportSource(found.collection(), "pixel", found.summary())
 
 
+def _read_rtstruct(
+    body: bytes, frame: ImageFrame, name: str, source: Any, crs: str | None
+) -> ImportSource:
+    found = read_rtstruct(body, rtstruct_target(frame, source.info.extra))
+    return ImportSource(found.collection(), "world", found.summary())
+
+
 def _gis_reader(
     fmt: GisFormat,
 ) -> Callable[[bytes, ImageFrame, str, Any, str | None], ImportSource]:
@@ -231,6 +240,7 @@ IMPORTS: dict[str, ImportFormat] = {
         ImportFormat("geojson", _read_geojson),
         ImportFormat("coco", _read_coco),
         ImportFormat("dicom-seg", _read_dicom_seg),
+        ImportFormat("rtstruct", _read_rtstruct),
         ImportFormat("gpkg", _gis_reader(GPKG)),
         ImportFormat("fgb", _gis_reader(FLATGEOBUF)),
     )
