@@ -99,7 +99,9 @@ class RtImport:
     series_instance_uid: str
     referenced_series: list[str]
     frame_of_reference: str  # "match" or the note on how the reference was accepted
-    off_slice: list[dict[str, Any]]  # contours the plan will reject, and why
+    # contours on no slice of the acquisition plane, and why: the plan rejects them (unless
+    # one lies on a slice of the coronal or sagittal plane, where it is placed)
+    off_slice: list[dict[str, Any]]
     notes: list[str]
 
     def collection(self) -> dict[str, Any]:
