@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+import shapely
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
@@ -111,17 +112,19 @@ def test_invalid_reference_is_rejected(serve_dirs: Any, tmp_path: Path, shared_d
     r = _post(server, url + "&dry_run=1", body)
     assert r.status_code == 200, r.text
     report = r.json()
-    assert report["would_create"] == 0 and report["valid"] == 6
-    outside = [x for x in report["rejected"] if "outside the volume" in x["reason"]]
-    assert [x["id"] for x in outside] == [f"ROI {n} (ROI-{n}) contour 1" for n in range(1, 5)]
-    # two of MIM's contours of ROI-4 cross themselves: refused by the shape checks, unrepaired
-    crossing = [x for x in report["rejected"] if x not in outside]
-    assert len(crossing) == 2 and all("Self-intersection" in x["reason"] for x in crossing)
+    assert report["would_create"] == 0 and report["valid"] == 8
+    assert [x["id"] for x in report["rejected"]] == [
+        f"ROI {n} (ROI-{n}) contour 1" for n in range(1, 5)
+    ]
+    assert all("outside the volume" in x["reason"] for x in report["rejected"])
+    # MIM writes ROI-4 with keyholes: each becomes a polygon with a hole
+    rois = {roi["roi_name"]: roi for roi in report["source"]["rois"]}
+    assert rois["ROI-4"]["keyholes"] == 2 and rois["ROI-4"]["holes"] == 2
     assert len(report["source"]["off_slice"]) == 4
     assert any("not in this series" in n for n in report["source"]["notes"])
     r = _post(server, url, body)
     assert r.status_code == 422, r.text
-    assert len(r.json()["rejected"]) == 6
+    assert len(r.json()["rejected"]) == 4
     assert "outside the volume" in r.json()["rejected"][0]["reason"]
     assert _features(server, image_id) == []
 
@@ -316,3 +319,44 @@ def test_clean_label() -> None:
     assert clean_label("GTV/CTV ", 3) == "GTV-CTV"
     assert clean_label("\x01 ", 7) == "ROI-7"
     assert clean_label("x" * 150, 1) == "x" * 100
+
+
+def test_keyhole_contour(serve_dirs: Any, tmp_path: Path, phantom: Any) -> None:
+    """One ring joined to its hole by a zero-width channel: one polygon with a hole."""
+    folder, ct = phantom
+    server = serve_dirs(folder)
+    (image_id,) = list(server.catalog.images)
+    z = float(ct[6].ImagePositionPatient[2])
+    keyhole = [
+        [10, 0], [10, 10], [-10, 10], [-10, -10], [10, -10], [10, 0],
+        [4, 0], [4, -4], [-4, -4], [-4, 4], [4, 4], [4, 0],
+    ]  # fmt: skip
+    bowtie = [[-5, -5], [5, 5], [5, -5], [-5, 5]]
+    body = _rtstruct(
+        ct,
+        [
+            ("keyhole", [9, 9, 9], [("CLOSED_PLANAR", [[x, y, z] for x, y in keyhole])]),
+            ("bowtie", [9, 9, 9], [("CLOSED_PLANAR", [[x, y, z] for x, y in bowtie])]),
+        ],
+    )
+    url = f"/api/v1/images/{image_id}/import?format=rtstruct"
+    r = _post(server, url + "&dry_run=1", body)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    rois = {roi["roi_name"]: roi for roi in report["source"]["rois"]}
+    assert rois["keyhole"]["keyholes"] == 1 and rois["keyhole"]["holes"] == 1
+    assert rois["bowtie"]["keyholes"] == 0
+    (rejected,) = report["rejected"]  # a crossing contour is not repaired
+    assert rejected["label"] == "bowtie" and "Self-intersection" in rejected["reason"]
+    # without the bow tie it is stored: one polygon of 20 x 20 mm less 8 x 8 mm, on slice 6
+    body = _rtstruct(
+        ct, [("keyhole", [9, 9, 9], [("CLOSED_PLANAR", [[x, y, z] for x, y in keyhole])])]
+    )
+    r = _post(server, url, body)
+    assert r.status_code == 201, r.text
+    (feature,) = _features(server, image_id)
+    assert feature["properties"]["slice"] == 6
+    shell, hole = (np.asarray(ring) for ring in feature["geometry"]["coordinates"])
+    assert np.allclose(shell[:, 2], z, atol=1e-9) and np.allclose(hole[:, 2], z, atol=1e-9)
+    polygon = shapely.Polygon(shell[:, :2], [hole[:, :2]])
+    assert polygon.is_valid and abs(polygon.area - (400.0 - 64.0)) < 1e-6

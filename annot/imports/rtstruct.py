@@ -18,9 +18,13 @@ volume) is left as it is and rejected by the import plan, and the source summary
 Holes: the closed contours of one ROI on one slice are nested by even-odd containment (in the
 slice's pixel plane, with shapely): a contour inside an even number of others is an outer
 boundary, one inside an odd number is a hole of the smallest contour holding it. Each outer
-boundary with its holes is one polygon. Keyhole contours (a hole joined to its outer boundary
-by a zero-width channel inside one ring) are imported as they are, without repair: the shape
-validator refuses such a ring (it touches itself), and the contour is rejected with its reason.
+boundary with its holes is one polygon. A keyhole contour (one ring holding a hole, joined to
+its outer boundary by a zero-width channel, which makes the ring touch itself) is split with
+``shapely.make_valid`` into its outer ring and hole(s), which then nest like separate contours;
+it counts as a keyhole only when that gives one polygon whose area is the ring's signed
+(shoelace) area and the rest (the channel) has no area; its rings are mapped back to LPS
+from the slice's pixel plane (float round-off only). Any other self-crossing contour is left
+as it is and the shape checks reject it with their reason: nothing is repaired silently.
 
 The structure set must belong to the image: its referenced frame of reference must be the
 image's, or else (some writers put a fresh UID there) it must reference the image's series;
@@ -74,6 +78,7 @@ class RoiCount:
     contours: int = 0
     annotations: int = 0
     holes: int = 0
+    keyholes: int = 0
     slices: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +91,7 @@ class RoiCount:
             "contours": self.contours,
             "annotations": self.annotations,
             "holes": self.holes,
+            "keyholes": self.keyholes,
             "slices": sorted(set(self.slices)),
         }
 
@@ -264,6 +270,30 @@ def _nest(rings: list[Points], frame: VolumeFrame) -> list[tuple[int, list[int]]
     return [(i, holes[i]) for i in sorted(holes)]
 
 
+def _keyhole(pts: Points, k: int, frame: VolumeFrame) -> list[Points] | None:
+    """The outer ring and holes of a keyhole contour on slice ``k``; None if it is not one."""
+    plane = frame.default_plane
+    flat = frame.world_to_pixel(pts, plane)[:, :2]
+    ring = shapely.Polygon(flat)
+    if ring.is_valid or len(flat) < 4:
+        return None
+    x, y = flat[:, 0], flat[:, 1]
+    signed = abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+    parts = shapely.get_parts(shapely.make_valid(ring))
+    polygons = [g for g in parts if g.geom_type == "Polygon"]
+    others = [g for g in parts if g.geom_type != "Polygon"]
+    if len(polygons) != 1 or not polygons[0].interiors or any(g.area > 0 for g in others):
+        return None
+    polygon = polygons[0]
+    if abs(polygon.area - signed) > 1e-9 * max(signed, 1.0):
+        return None
+    out = []
+    for r in [polygon.exterior, *polygon.interiors]:
+        xy = np.asarray(r.coords)[:-1]
+        out.append(frame.pixel_to_world(np.column_stack([xy, np.full(len(xy), k)]), plane))
+    return out
+
+
 def _closed(pts: Points) -> list[list[float]]:
     ring: list[list[float]] = pts.tolist()
     if ring and ring[0] != ring[-1]:
@@ -309,6 +339,7 @@ def read_rtstruct(body: bytes, target: RtTarget) -> RtImport:
         notes.append(how)
     known_sops = {u for u in target.sop_instance_uids if u}
     missing_sops: set[str] = set()
+    elsewhere: list[str] = []  # contours referencing another image than their slice's
     series_uid = str(ds.get("SeriesInstanceUID") or "")
 
     def feature(
@@ -364,8 +395,14 @@ def read_rtstruct(body: bytes, target: RtTarget) -> RtImport:
             else:
                 pts = placed
             extra = base | {"type": kind, "sops": sops}
+            expected = target.sop_instance_uids[k] if k is not None else None
+            if sops and expected is not None and expected not in sops:
+                elsewhere.append(f"contour {n + 1} of ROI {number}")
             if kind == "CLOSED_PLANAR" and k is not None:
-                rings.setdefault(k, []).append((n, pts, sops))
+                split = _keyhole(pts, k, frame)
+                count.keyholes += split is not None
+                for part in split or [pts]:
+                    rings.setdefault(k, []).append((n, part, sops))
             elif kind == "CLOSED_PLANAR":  # the plan rejects it (not on a slice)
                 geom = {"type": "Polygon", "coordinates": [_closed(pts)]}
                 feature(number, [n], "polygon", geom, extra)
@@ -394,7 +431,8 @@ def read_rtstruct(body: bytes, target: RtTarget) -> RtImport:
                 sops = sorted({s for i in members for s in group[i][2]})
                 extra = base | {"type": "CLOSED_PLANAR", "sops": sops}
                 geom = {"type": "Polygon", "coordinates": coordinates}
-                feature(number, [group[i][0] for i in members], "polygon", geom, extra)
+                numbers = sorted({group[i][0] for i in members})
+                feature(number, numbers, "polygon", geom, extra)
                 count.holes += len(holes)
     for f in features:
         rois[int(f["properties"]["attributes"]["roi_number"])].annotations += 1
@@ -402,6 +440,11 @@ def read_rtstruct(body: bytes, target: RtTarget) -> RtImport:
         notes.append(
             f"{len(missing_sops)} referenced image(s) are not in this series: "
             + ", ".join(sorted(missing_sops)[:10])
+        )
+    if elsewhere:
+        notes.append(
+            f"{len(elsewhere)} contour(s) reference another image than the slice they lie on "
+            f"(placed by their coordinates): {', '.join(elsewhere[:10])}"
         )
     return RtImport(
         features,
