@@ -102,6 +102,7 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     # Imported here: the annotation handlers import the handler module, which imports this one.
+    from tileserver.formats import EXPORTS, IMPORTS
     from tileserver.web.agreement import openapi_paths as agreement_paths
     from tileserver.web.annotations import openapi_paths
     from tileserver.web.checks import openapi_paths as checks_paths
@@ -207,18 +208,7 @@ def openapi_document() -> dict[str, Any]:
                         _param(
                             "format",
                             "query",
-                            {
-                                "enum": [
-                                    "geojson",
-                                    "gpkg",
-                                    "fgb",
-                                    "coco",
-                                    "dicom-seg",
-                                    "masks",
-                                    "nifti",
-                                    "chips",
-                                ]
-                            },
+                            {"enum": list(EXPORTS)},
                             "format",
                             True,
                         ),
@@ -258,7 +248,7 @@ def openapi_document() -> dict[str, Any]:
                         _param(
                             "format",
                             "query",
-                            {"enum": ["geojson", "gpkg", "fgb", "coco", "dicom-seg"]},
+                            {"enum": list(IMPORTS)},
                             "format",
                             True,
                         ),
