@@ -7,7 +7,7 @@ Body::
      "slice": k, "plane": "axial",             # volumes: the slice of a plane (default axial,
                                                # or the acquisition plane)
      "label": "building",                      # optional: copied to properties.label
-     "method": "flood" | "random_walker",      # optional: forces one
+     "method": "flood" | "random_walker" | "rectangle",  # optional: forces one
      "bands": [1, 2, 3], "window": 400, "level": 40, "preset": "bone"}  # optional, as tiles
 
 On a 2D image, points and box are in ``crs`` (``world`` by default, as on every annotation
@@ -179,6 +179,8 @@ def parse_request(data: Any, source: ImageSource, frame: ImageFrame) -> SegmentR
         raise BadRequest(f"method must be auto, {', '.join(METHODS)}")
     if method == "flood" and box is None and not any(on for _, _, on in points):
         raise BadRequest("flood needs a positive point")
+    if method == "rectangle" and box is None:
+        raise BadRequest("rectangle needs a box")
     bands = data.get("bands")
     if bands is not None:
         if (
@@ -346,7 +348,11 @@ def propose(
         if not result.touches_edge or attempt == tries - 1 or not any(win.open_edges):
             break
         margin *= 4
-    outline = trace_outline(result.soft, float(f), (float(win.x0), float(win.y0)), 0.5)
+    if result.outline is not None:  # exact (rectangle): array pixels to full resolution
+        offset = np.array([win.x0, win.y0], dtype=np.float64)
+        outline = shapely.transform(result.outline, lambda xy: xy * f + offset)
+    else:
+        outline = trace_outline(result.soft, float(f), (float(win.x0), float(win.y0)), 0.5)
     outline = shapely.intersection(outline, shapely.box(0, 0, width, height))
     polys = [
         g
@@ -414,9 +420,10 @@ def openapi_paths() -> dict[str, Any]:
                 "summary": "Propose an outline from points and/or a box (not stored)",
                 "description": (
                     "Classical interactive segmentation (flood with an automatic tolerance for "
-                    "points, random walker for a box). Points and box are in crs on 2D images "
-                    "and in the slice's pixels on volumes; the answer is a GeoJSON Feature in "
-                    "crs with properties "
+                    "points, random walker for a box; a box alone where the walker finds no "
+                    "clear boundary gets the rectangle fit, method rectangle). Points and box "
+                    "are in crs on 2D images and in the slice's pixels on volumes; the answer "
+                    "is a GeoJSON Feature in crs with properties "
                     "score, method, kind, proposed, scale, window, clipped (and slice/plane "
                     "for volumes), ready to POST to the annotations route once labelled. "
                     "Errors: 400 bad body, 401, 403 not a member of the image's project, 404, "
@@ -443,7 +450,7 @@ def openapi_paths() -> dict[str, Any]:
                     "description": (
                         '{"points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1], '
                         '"slice": k, "plane": "axial", "label": "...", '
-                        '"method": "flood" | "random_walker", "bands": [...], '
+                        '"method": "flood" | "random_walker" | "rectangle", "bands": [...], '
                         '"window": w, "level": c, "preset": "..."}'
                     ),
                 },
