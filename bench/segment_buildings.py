@@ -2,14 +2,17 @@
 
 For every footprint of ``vector/geotiff_labels.geojson`` (EPSG:32616, over
 ``geo/sample_geotiff.tif``), builds the prompts a user would give: a box (the footprint's
-pixel bounds with a 10 % margin on each side) and a click (the footprint's pole of
-inaccessibility, the point farthest from its edge). Each prompt runs through the route's own
+pixel bounds with a 10 % margin on each side), sent as is ("box": the method the route
+picks) and with ``method: random_walker`` ("box walker", the box answer before the
+rectangle fit), and a click (the footprint's pole of inaccessibility, the point farthest
+from its edge). Each prompt runs through the route's own
 code path in-process (``parse_request`` then ``propose`` on the catalog's source and frame,
 crs=pixel), and the answer's IoU with the footprint is reported per method, next to the
-trivial baseline "the box itself" (the prompt box as the answer). A 422 (nothing found)
-counts as IoU 0.
+trivial baseline "the box itself" (the prompt box as the answer) and an oracle one, "bbox
+(oracle)": the footprint's own axis-aligned bounds (the box without its margin, which a
+method cannot know). A 422 (nothing found) counts as IoU 0.
 
-    .venv/bin/python bench/segment_buildings.py [--data /work/shared/data] [--json out.json]
+    .venv/bin/python bench/segment_buildings.py [--data DIR] [--json OUT] [--no-click]
 """
 
 from __future__ import annotations
@@ -60,7 +63,11 @@ def prompts(poly: shapely.Geometry, width: int, height: int) -> dict[str, dict[s
         if poly.geom_type == "Polygon"
         else (poly.representative_point())
     )
-    return {"box": {"box": box}, "click": {"points": [[pole.x, pole.y, 1]]}}
+    return {
+        "box": {"box": box},  # auto, as the viewer sends it
+        "box walker": {"box": box, "method": "random_walker"},  # the former box answer
+        "click": {"points": [[pole.x, pole.y, 1]]},
+    }
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -78,15 +85,20 @@ def stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(data: Path) -> dict[str, Any]:
+KINDS = ("box", "box walker", "click")
+
+
+def run(data: Path, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
+    """The figures; ``kinds`` are the prompts run through the route (of ``KINDS``)."""
     catalog = scan([data / "geo"])
     source = next(s for s in catalog.images.values() if s.info.name == Path(IMAGE).name)
     info = source.info
     frame = frame_from_metadata(info.width, info.height, info.extra)
     truth = footprints(data, info.extra["transform"])
-    ious: dict[str, list[float]] = {"box itself": [], "box": [], "click": []}
-    times: dict[str, list[float]] = {"box": [], "click": []}
-    methods: dict[str, dict[str, int]] = {"box": {}, "click": {}}
+    ious: dict[str, list[float]] = {"box itself": [], "bbox (oracle)": []}
+    ious.update({k: [] for k in kinds})
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    methods: dict[str, dict[str, int]] = {k: {} for k in kinds}
     rows = []
     for n, poly in enumerate(truth):
         p = prompts(poly, info.width, info.height)
@@ -94,8 +106,11 @@ def run(data: Path) -> dict[str, Any]:
             poly.intersection(shapely.box(*p["box"]["box"])).area
             / poly.union(shapely.box(*p["box"]["box"])).area
         )
+        bbox = shapely.box(*poly.bounds)
+        ious["bbox (oracle)"].append(poly.area / bbox.area)
         row: dict[str, Any] = {"n": n, "area_px": round(poly.area, 1)}
-        for kind, body in p.items():
+        for kind in kinds:
+            body = p[kind]
             req = parse_request(body, source, frame)
             t = time.perf_counter()
             try:
@@ -127,16 +142,17 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--per-building", action="store_true", help="print every building's IoU")
+    ap.add_argument("--no-click", action="store_true", help="box prompts only (fast)")
     args = ap.parse_args()
-    out = run(args.data)
+    out = run(args.data, KINDS[:2] if args.no_click else KINDS)
     print(f"{out['buildings']} buildings of {out['image']}: IoU with the OSM footprint")
-    head = f"{'prompt':<12}{'median':>8}{'mean':>7}{'q1':>7}{'q3':>7}{'min':>7}{'>=0.5':>7}"
+    head = f"{'prompt':<14}{'median':>8}{'mean':>7}{'q1':>7}{'q3':>7}{'min':>7}{'>=0.5':>7}"
     print(head + f"{'>=0.7':>7}{'ms':>7}  methods")
     for kind, s in out["iou"].items():
         ms = out["ms_per_proposal"].get(kind)
         used = ", ".join(f"{m} {c}" for m, c in sorted(out["methods"].get(kind, {}).items()))
         print(
-            f"{kind:<12}{s['median']:>8.3f}{s['mean']:>7.3f}{s['q1']:>7.3f}{s['q3']:>7.3f}"
+            f"{kind:<14}{s['median']:>8.3f}{s['mean']:>7.3f}{s['q1']:>7.3f}{s['q3']:>7.3f}"
             f"{s['min']:>7.3f}{s['ge50']:>7.0%}{s['ge70']:>7.0%}"
             f"{'' if ms is None else f'{ms:.0f}':>7}  {used}"
         )
