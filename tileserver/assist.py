@@ -26,14 +26,15 @@ Methods (scikit-image and SciPy):
 - ``rectangle`` (a box; a shape prior for buildings and other rectangular objects): the
   rectangle inscribed in the box (touching its four sides) at the dominant edge orientation
   inside it (the image gradients' angle modulo 90 degrees, weighted by squared magnitude; an
-  axis-aligned rectangle within 15 degrees of 45, where inscribing is ill-posed), then shrunk
-  evenly by 0 to 20 % of its sides on each side, keeping the shrink whose outline lies on the
-  strongest edges (mean gradient across the outline; nothing found when that is under
-  ``RECT_MIN_EDGE`` noise sigmas: white noise gives about 0.13). Without points, ``auto`` answers it
-  for a box when the random walker finds nothing or nothing clear (contrast under
-  ``CLEAR_SCORE``): on real aerial imagery (textured roofs, shadows, trees) the walker's
-  outline is worse than the box itself, the rectangle better (``bench/segment_buildings.py``).
-  Its outline is the exact rectangle (``Segmentation.outline``), never a traced mask.
+  axis-aligned rectangle within 15 degrees of 45, where inscribing is ill-posed), then each
+  pair of opposite sides moved in by 0 to 20 % of its length (the two pairs independently),
+  keeping the rectangle whose outline lies on the strongest edges (mean gradient across the
+  outline; nothing found when that is under ``RECT_MIN_EDGE`` noise sigmas: white noise gives
+  about 0.13). Without points, ``auto`` answers it for a box when the random walker finds
+  nothing or nothing clear (contrast under ``CLEAR_SCORE``): on real aerial imagery
+  (textured roofs, shadows, trees) the walker's outline is worse than the box itself, the
+  rectangle better (``bench/segment_buildings.py``). Its outline is the exact rectangle
+  (``Segmentation.outline``), never a traced mask.
 
 Flood and the random walker smooth the result (fill holes smaller than 2 % of the area, a
 1-pixel opening) and keep the connected parts that hold a positive point (the box's largest
@@ -75,7 +76,7 @@ SEED_RADIUS = 2  # pixels: points become small discs of seeds
 RW_BETA = 130.0
 RW_MARGIN = 0.1  # of the box size: background ring outside the box that the walker sees
 CLEAR_SCORE = 0.6  # auto with a box: a walker result under this contrast gives way to rectangle
-RECT_SHRINKS = np.linspace(0.0, 0.2, 11)  # of the rectangle's sides, tried on each side
+RECT_SHRINKS = np.linspace(0.0, 0.2, 11)  # of a side's length, tried at each of its ends
 RECT_NEAR_45 = 15.0  # degrees: closer to 45 than this, the rectangle is axis-aligned
 RECT_MIN_EDGE = 0.4  # noise sigmas: a weaker mean gradient across the rectangle is no edge
 
@@ -378,10 +379,11 @@ def _edge_angle(gx: FloatArray, gy: FloatArray, inside: BoolArray) -> float:
 
 
 def _inscribed(
-    box: tuple[float, float, float, float], angle: float, shrink: float
+    box: tuple[float, float, float, float], angle: float, shrink: tuple[float, float]
 ) -> shapely.Polygon:
-    """The rectangle at ``angle`` whose bounds are ``box``, shrunk by ``shrink`` of its sides on
-    each side (axis-aligned near 45 degrees, where the bounds do not fix its sides)."""
+    """The rectangle at ``angle`` whose bounds are ``box``, its side along ``angle`` shrunk by
+    ``shrink[0]`` of its length at each end, the other by ``shrink[1]`` (axis-aligned near 45
+    degrees, where the bounds do not fix its sides)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     c, s = float(np.cos(angle)), float(np.sin(angle))
@@ -391,7 +393,7 @@ def _inscribed(
     b = (c * h - s * w) / det if abs(det) > 1e-9 else 0.0
     if abs(np.degrees(angle) - 45.0) < RECT_NEAR_45 or a <= 1.0 or b <= 1.0:
         c, s, a, b = 1.0, 0.0, w, h
-    a, b = a * (1 - 2 * shrink), b * (1 - 2 * shrink)
+    a, b = a * (1 - 2 * shrink[0]), b * (1 - 2 * shrink[1])
     u, n = np.array([c, s]), np.array([-s, c])
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
     corners = [
@@ -433,10 +435,15 @@ def _rectangle(
     if not inside.any():
         raise NothingFound("the box is too small to fit a rectangle")
     angle = _edge_angle(gx, gy, inside)
-    fits = [(_edge_strength(gx, gy, r), float(t), r) for t in RECT_SHRINKS
-            for r in [_inscribed(box, angle, float(t))]]  # fmt: skip
+    fits = [(_edge_strength(gx, gy, r), (float(ta), float(tb)), r)
+            for ta in RECT_SHRINKS for tb in RECT_SHRINKS
+            for r in [_inscribed(box, angle, (float(ta), float(tb)))]]  # fmt: skip
     strength, shrink, rect = max(fits, key=lambda f: f[0])
-    details = {"angle": round(float(np.degrees(angle)), 2), "shrink": shrink, "edge": strength}
+    details = {
+        "angle": round(float(np.degrees(angle)), 2),
+        "shrink": list(shrink),
+        "edge": strength,
+    }
     return rect, details
 
 
