@@ -298,7 +298,7 @@ def test_access_follows_the_images_project(server) -> None:
     assert r.status_code == 422 and "cannot be transformed" in r.json()["message"], r.text
 
 
-BUILDINGS_MIN_MEDIAN_IOU = 0.58  # measured 0.626 (bench/segment_buildings.py), box itself 0.457
+BUILDINGS_MIN_MEDIAN_IOU = 0.58  # measured 0.627 (bench/segment_buildings.py), box itself 0.457
 
 
 def test_a_box_on_real_buildings_beats_the_box_itself(shared_data: Path) -> None:
