@@ -22,6 +22,7 @@ from annot.storage.base import MAX_PAGE
 from annot.taxonomy import DEFAULT_PROJECT
 from annot.users import Role
 from tileserver.web.annotations import AnnotBaseHandler, enum_values
+from tileserver.web.openapi import param
 
 
 def _number(value: str | None, name: str) -> float | None:
@@ -152,16 +153,6 @@ class AgreementHandler(AnnotBaseHandler):
         )
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
 def openapi_paths() -> dict[str, Any]:
     """The OpenAPI path item of the agreement route (for ``tileserver.web.openapi``)."""
     kappa = (
@@ -191,25 +182,33 @@ def openapi_paths() -> dict[str, Any]:
                     "project, 401, 403 not a reviewer, 404 unknown project, image or snapshot."
                 ),
                 "parameters": [
-                    {
-                        "name": "project",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                        "description": "project name",
-                    },
-                    _query("image", {"type": "string"}, "one image of the project (default all)"),
-                    _query("label", {"type": "string"}, "one label, with its sub-labels"),
-                    _query("snapshot", {"type": "string"}, "compare a snapshot's annotations"),
-                    _query("status", {"type": "string"}, "keep these statuses (commas/repeats)"),
-                    _query("author", {"type": "string"}, "compare only these authors"),
-                    _query(
+                    param("project", "path", {"type": "string"}, "project name"),
+                    param(
+                        "image",
+                        "query",
+                        {"type": "string"},
+                        "one image of the project (default all)",
+                    ),
+                    param("label", "query", {"type": "string"}, "one label, with its sub-labels"),
+                    param(
+                        "snapshot", "query", {"type": "string"}, "compare a snapshot's annotations"
+                    ),
+                    param(
+                        "status",
+                        "query",
+                        {"type": "string"},
+                        "keep these statuses (commas/repeats)",
+                    ),
+                    param("author", "query", {"type": "string"}, "compare only these authors"),
+                    param(
                         "iou_threshold",
+                        "query",
                         {"type": "number", "default": DEFAULT_IOU_THRESHOLD},
                         "IoU a match of areal shapes needs, in (0, 1]",
                     ),
-                    _query(
+                    param(
                         "point_tolerance",
+                        "query",
                         {"type": "number"},
                         "how far matched points may be, in the response's units "
                         "(default 10 image pixels)",

@@ -54,6 +54,7 @@ from annot.storage.base import MAX_PAGE, Store
 from annot.taxonomy import DEFAULT_PROJECT, Project
 from annot.users import Role
 from tileserver.web.annotations import AnnotBaseHandler
+from tileserver.web.openapi import param
 
 DEFAULT_LIMIT = 1000
 PARAMETERS = frozenset(
@@ -217,15 +218,6 @@ def openapi_paths() -> dict[str, Any]:
     """The OpenAPI path item of the checks route (for ``tileserver.web.openapi``)."""
     codes = "; ".join(f"{code} ({sev.value}): {text}" for code, (sev, text) in CODES.items())
 
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
-
     return {
         "/api/v1/projects/{project}/checks": {
             "get": {
@@ -246,33 +238,44 @@ def openapi_paths() -> dict[str, Any]:
                     "404 unknown project, or image not in the project."
                 ),
                 "parameters": [
-                    {
-                        "name": "project",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                        "description": "project name",
-                    },
-                    query("image", {"type": "string"}, "only this image (repeats); default all"),
-                    query(
+                    param("project", "path", {"type": "string"}, "project name"),
+                    param(
+                        "image",
+                        "query",
+                        {"type": "string"},
+                        "only this image (repeats); default all",
+                    ),
+                    param(
                         "code",
+                        "query",
                         {"type": "string"},
                         "keep these codes (commas or repeats): " + ", ".join(CODES),
                     ),
-                    query("severity", {"enum": ["error", "warning"]}, "keep this severity"),
-                    query("label", {"type": "string"}, "keep this label and sub-labels; repeats"),
-                    query("author", {"type": "string"}, "keep this author's; repeats"),
-                    query(
+                    param(
+                        "severity", "query", {"enum": ["error", "warning"]}, "keep this severity"
+                    ),
+                    param(
+                        "label",
+                        "query",
+                        {"type": "string"},
+                        "keep this label and sub-labels; repeats",
+                    ),
+                    param("author", "query", {"type": "string"}, "keep this author's; repeats"),
+                    param(
                         "min_area_px",
+                        "query",
                         {"type": "number", "minimum": 0, "default": 4},
                         "areas under this many pixels are tiny",
                     ),
-                    query(
+                    param(
                         "limit",
+                        "query",
                         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1000},
                         "findings per page",
                     ),
-                    query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    param(
+                        "cursor", "query", {"type": "string"}, "next_cursor of the previous page"
+                    ),
                 ],
                 "responses": {
                     "200": {"description": "findings, counts and next_cursor"},

@@ -7,7 +7,7 @@ from typing import Any
 from tileserver import __version__
 
 
-def _param(
+def param(
     name: str, where: str, schema: dict[str, Any], desc: str, required: bool = False
 ) -> dict[str, Any]:
     return {
@@ -23,7 +23,7 @@ def _chips_params() -> list[dict[str, Any]]:
     """The chips export's options (``annot.export.chips``)."""
     number, integer, text = {"type": "number"}, {"type": "integer"}, {"type": "string"}
     return [
-        _param(name, "query", schema, "chips: " + what)
+        param(name, "query", schema, "chips: " + what)
         for name, schema, what in (
             ("size", integer, "chip side in pixels (default 512)"),
             ("resolution", number, "chip pixel size in the image's CRS units"),
@@ -43,23 +43,23 @@ def _chips_params() -> list[dict[str, Any]]:
 ERROR = {"$ref": "#/components/schemas/Error"}
 INT = {"type": "integer", "minimum": 0}
 TILE_QUERY = [
-    _param(
+    param(
         "bands",
         "query",
         {"type": "string", "example": "4,3,2"},
         "1-based bands to show: one (grey) or three (RGB)",
     ),
-    _param(
+    param(
         "rescale",
         "query",
         {"type": "string", "example": "0,3000"},
         "min,max mapped onto 0..255; repeat once per shown band, or give once for all",
     ),
-    _param("slice", "query", INT, "volumes: 0-based slice index along the plane's normal"),
-    _param("plane", "query", {"enum": ["axial", "coronal", "sagittal"]}, "volumes: view plane"),
-    _param("window", "query", {"type": "number"}, "DICOM window width (VOI LUT)"),
-    _param("level", "query", {"type": "number"}, "DICOM window centre"),
-    _param("preset", "query", {"type": "string"}, "named window preset (brain, lung, bone...)"),
+    param("slice", "query", INT, "volumes: 0-based slice index along the plane's normal"),
+    param("plane", "query", {"enum": ["axial", "coronal", "sagittal"]}, "volumes: view plane"),
+    param("window", "query", {"type": "number"}, "DICOM window width (VOI LUT)"),
+    param("level", "query", {"type": "number"}, "DICOM window centre"),
+    param("preset", "query", {"type": "string"}, "named window preset (brain, lung, bone...)"),
 ]
 
 
@@ -70,11 +70,11 @@ def _tile_path(summary: str, extra_desc: str) -> dict[str, Any]:
             "description": extra_desc + " Responses carry ETag and Cache-Control; a matching "
             "If-None-Match answers 304. Parameters that do not apply answer 400.",
             "parameters": [
-                _param("id", "path", {"type": "string"}, "image id"),
-                _param("z", "path", INT, "zoom level"),
-                _param("x", "path", INT, "column of tiles"),
-                _param("y", "path", INT, "row of tiles"),
-                _param("format", "path", {"enum": ["png", "jpg", "webp"]}, "output format"),
+                param("id", "path", {"type": "string"}, "image id"),
+                param("z", "path", INT, "zoom level"),
+                param("x", "path", INT, "column of tiles"),
+                param("y", "path", INT, "row of tiles"),
+                param("format", "path", {"enum": ["png", "jpg", "webp"]}, "output format"),
                 *TILE_QUERY,
             ],
             "responses": {
@@ -112,7 +112,7 @@ def openapi_document() -> dict[str, Any]:
     from tileserver.web.segment import openapi_paths as segment_paths
     from tileserver.web.vector_tiles import openapi_paths as vector_tile_paths
 
-    image_id = _param("id", "path", {"type": "string"}, "image id")
+    image_id = param("id", "path", {"type": "string"}, "image id")
     json_ok = {"description": "OK", "content": {"application/json": {}}}
     return {
         "openapi": "3.1.0",
@@ -161,8 +161,8 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "TileJSON 3.0 of the native pyramid or of WebMercatorQuad",
                     "parameters": [
                         image_id,
-                        _param("tms", "query", {"enum": ["native", "WebMercatorQuad"]}, "grid"),
-                        _param("format", "query", {"enum": ["png", "jpg", "webp"]}, "format"),
+                        param("tms", "query", {"enum": ["native", "WebMercatorQuad"]}, "grid"),
+                        param("format", "query", {"enum": ["png", "jpg", "webp"]}, "format"),
                     ],
                     "responses": {"200": json_ok},
                 }
@@ -173,10 +173,10 @@ def openapi_document() -> dict[str, Any]:
                     "coordinates (CRS and lon/lat, or patient LPS mm)",
                     "parameters": [
                         image_id,
-                        _param("col", "query", {"type": "number"}, "pixel column", True),
-                        _param("row", "query", {"type": "number"}, "pixel row", True),
-                        _param("slice", "query", INT, "volumes: slice index"),
-                        _param(
+                        param("col", "query", {"type": "number"}, "pixel column", True),
+                        param("row", "query", {"type": "number"}, "pixel row", True),
+                        param("slice", "query", INT, "volumes: slice index"),
+                        param(
                             "plane",
                             "query",
                             {"enum": ["axial", "coronal", "sagittal"]},
@@ -205,27 +205,25 @@ def openapi_document() -> dict[str, Any]:
                     "split and a manifest)",
                     "parameters": [
                         image_id,
-                        _param(
+                        param(
                             "format",
                             "query",
                             {"enum": list(EXPORTS)},
                             "format",
                             True,
                         ),
-                        _param(
+                        param(
                             "crs",
                             "query",
                             {"type": "string"},
                             "GeoJSON (default world), gpkg, fgb (default image): "
                             "world, image, EPSG:n, pixel",
                         ),
-                        _param("labels", "query", {"type": "string"}, "labels (and sub-labels)"),
-                        _param("status", "query", {"type": "string"}, "statuses, comma-separated"),
-                        _param("segmentation", "query", {"enum": ["polygon", "rle"]}, "COCO"),
-                        _param(
-                            "seg_type", "query", {"enum": ["binary", "fractional"]}, "DICOM-SEG"
-                        ),
-                        _param(
+                        param("labels", "query", {"type": "string"}, "labels (and sub-labels)"),
+                        param("status", "query", {"type": "string"}, "statuses, comma-separated"),
+                        param("segmentation", "query", {"enum": ["polygon", "rle"]}, "COCO"),
+                        param("seg_type", "query", {"enum": ["binary", "fractional"]}, "DICOM-SEG"),
+                        param(
                             "volume",
                             "query",
                             {"enum": ["both", "image", "labels"]},
@@ -245,16 +243,16 @@ def openapi_document() -> dict[str, Any]:
                     "feature and why (and, for a SEG, what each segment holds)",
                     "parameters": [
                         image_id,
-                        _param(
+                        param(
                             "format",
                             "query",
                             {"enum": list(IMPORTS)},
                             "format",
                             True,
                         ),
-                        _param("dry_run", "query", {"type": "boolean"}, "report only"),
-                        _param("crs", "query", {"type": "string"}, "CRS of the file"),
-                        _param(
+                        param("dry_run", "query", {"type": "boolean"}, "report only"),
+                        param("crs", "query", {"type": "string"}, "CRS of the file"),
+                        param(
                             "label", "query", {"type": "string"}, "label for unlabelled features"
                         ),
                     ],
