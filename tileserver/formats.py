@@ -23,6 +23,7 @@ from annot.export.geojson import export_geojson
 from annot.export.gis import FLATGEOBUF, GPKG, GisFormat, export_gis, reject_volume
 from annot.export.masks import export_masks
 from annot.export.nifti import SliceSource, export_nifti
+from annot.export.rtstruct import export_rtstruct, slice_refs
 from annot.features import dumps
 from annot.frames import ImageFrame, VolumeFrame
 from annot.imports.dicom_seg import read_dicom_seg, target_of
@@ -131,6 +132,14 @@ def _write_dicom_seg(job: ExportJob, out: BinaryIO) -> None:
     out.write(dicom_bytes(seg.dataset))
 
 
+def _write_rtstruct(job: ExportJob, out: BinaryIO) -> None:
+    """RT Structure Set; the skipped count is in the file's StructureSetDescription."""
+    assert isinstance(job.frame, VolumeFrame)
+    header, slices = slice_refs(source_frames(job.source))
+    rt = export_rtstruct(job.annotations, job.frame, header, slices, job.project)
+    out.write(dicom_bytes(rt.dataset))
+
+
 def _nifti_slices(source: Any) -> list[SliceSource]:
     """The slices of a served DICOM volume (``tileserver`` DicomSource) with their LUTs."""
     return [
@@ -179,6 +188,9 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat(
             "dicom-seg", "application/dicom", ".seg.dcm", _write_dicom_seg,
             frozenset({"seg_type"}), volume_only=True,
+        ),
+        ExportFormat(
+            "rtstruct", "application/dicom", ".rtstruct.dcm", _write_rtstruct, volume_only=True,
         ),
         ExportFormat(
             "nifti", "application/zip", ".nifti.zip", _write_nifti, frozenset({"volume"}),
