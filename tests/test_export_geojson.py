@@ -17,6 +17,8 @@ import shapely
 from pyproj import Transformer
 
 from annot.export.geojson import _split_antimeridian
+from annot.storage import open_store
+from annot.taxonomy import Label
 from tileserver.cli import main as cli_main
 
 IMAGE = "sample-geotiff"
@@ -332,3 +334,29 @@ def test_cli_import_and_export(geo_copy: Path, tmp_path: Path, shared_data: Path
     )
     assert "43 annotation(s) written" in proc.stderr
     assert "crs" not in json.loads(out.read_text())
+
+
+def test_cli_import_and_export_follow_the_images_project(
+    geo_copy: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    """An image moved to another project: the CLI stores its annotations in that project
+    (grows that taxonomy, not default's) and exports with that project's taxonomy."""
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(db)
+    store.create_project("survey")
+    store.put_label("survey", Label("roof", "#123456"))
+    store.move_image(IMAGE, "survey")
+    store.close()
+    src = shared_data / "vector" / "geotiff_labels.geojson"
+    common = ["--image", IMAGE, "--format", "geojson", "--data", str(geo_copy), "--db", db]
+    assert cli_main(["import", str(src), *common, "--label", "building"]) == 0
+    store = open_store(db)
+    stored = store.query(IMAGE, limit=100)
+    assert len(stored) == 43 and {a.project for a in stored} == {"survey"}
+    assert "building" not in store.get_project("default").labels
+    store.close()
+    out = tmp_path / "cli.coco.json"
+    coco = [a if a != "geojson" else "coco" for a in common]
+    assert cli_main(["export", *coco, "-o", str(out)]) == 0
+    names = [c["name"] for c in json.loads(out.read_text())["categories"]]
+    assert sorted(names) == ["building", "roof"], names  # survey's taxonomy (default has no roof)

@@ -92,7 +92,9 @@ def _iou(a: Any, b: Any) -> float:
     return float(a2.intersection(b2).area / a2.union(b2).area)
 
 
-def test_rtstruct_export(serve_dirs: Any, ct_copy: Path, tmp_path: Path) -> None:
+def test_rtstruct_export(
+    serve_dirs: Any, ct_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = serve_dirs(ct_copy)
     (image_id,) = list(server.catalog.images)
     info = server.get(f"/api/v1/images/{image_id}").json()
@@ -122,6 +124,7 @@ def test_rtstruct_export(serve_dirs: Any, ct_copy: Path, tmp_path: Path) -> None
     r = server.get(f"/api/v1/images/{image_id}/export?format=rtstruct")
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == "application/dicom"
+    assert r.headers["X-Tessera-Skipped"] == "1"  # the coronal polygon: no acquisition slice
     path = tmp_path / "rt.dcm"
     path.write_bytes(r.content)
     _check_file(path)
@@ -213,6 +216,7 @@ def test_rtstruct_export(serve_dirs: Any, ct_copy: Path, tmp_path: Path) -> None
     db = f"sqlite:///{tmp_path / 'state0' / 'tessera.db'}"
     args = ["export", "--image", image_id, "--format", "rtstruct", "-o", str(out)]
     assert cli_main([*args, "--data", str(ct_copy), "--db", db]) == 0
+    assert "1 annotation(s) left out: format=rtstruct" in capsys.readouterr().err
     _check_file(out)
     again = pydicom.dcmread(out)
     assert sorted(str(r.ROIName) for r in again.StructureSetROISequence) == sorted(colours)

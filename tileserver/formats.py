@@ -57,7 +57,9 @@ class ExportFormat:
     name: str
     media_type: str
     suffix: str  # appended to the image id for the download's file name
-    write: Callable[[ExportJob, BinaryIO], None]
+    # writes the file; answers how many selected annotations the format could not hold (DICOM
+    # formats: tags, points or shapes off the acquisition plane), None when it holds them all
+    write: Callable[[ExportJob, BinaryIO], int | None]
     options: frozenset[str] = frozenset()
     volume_only: bool = False
     plane_only: bool = False  # 2D images only (GIS layers: no 3D patient coordinates)
@@ -120,7 +122,7 @@ def _write_masks(job: ExportJob, out: BinaryIO) -> None:
     out.write(export_masks(job.annotations, job.frame, job.project, job.image_id))
 
 
-def _write_dicom_seg(job: ExportJob, out: BinaryIO) -> None:
+def _write_dicom_seg(job: ExportJob, out: BinaryIO) -> int:
     assert isinstance(job.frame, VolumeFrame)
     seg = export_dicom_seg(
         job.annotations,
@@ -130,14 +132,16 @@ def _write_dicom_seg(job: ExportJob, out: BinaryIO) -> None:
         seg_type=(job.option("seg_type", "binary") or "binary").lower(),
     )
     out.write(dicom_bytes(seg.dataset))
+    return seg.skipped
 
 
-def _write_rtstruct(job: ExportJob, out: BinaryIO) -> None:
-    """RT Structure Set; the skipped count is in the file's StructureSetDescription."""
+def _write_rtstruct(job: ExportJob, out: BinaryIO) -> int:
+    """RT Structure Set; the skipped count is also in the file's StructureSetDescription."""
     assert isinstance(job.frame, VolumeFrame)
     header, slices = slice_refs(source_frames(job.source))
     rt = export_rtstruct(job.annotations, job.frame, header, slices, job.project)
     out.write(dicom_bytes(rt.dataset))
+    return rt.skipped
 
 
 def _nifti_slices(source: Any) -> list[SliceSource]:

@@ -16,7 +16,6 @@ from annot.export.geojson import parse_labels, parse_statuses, select
 from annot.frames import ImageFrame, frame_from_metadata
 from annot.imports import geojson as geojson_import
 from annot.storage import Store, open_store
-from annot.taxonomy import DEFAULT_PROJECT
 from tileserver.catalog import scan
 from tileserver.formats import ExportFormat, ExportJob, export_format, import_format
 from tileserver.server import default_db_url, state_dir
@@ -62,7 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
         total = store.count(args.image)
         with tqdm(total=total, unit="annotation", desc="select", disable=None) as bar:
             found = select(store, args.image, labels, statuses, progress=_advance(bar))
-        project = store.get_project(DEFAULT_PROJECT)
+        project = store.get_project(store.image_project(args.image))
     finally:
         store.close()
     with tqdm(unit="step", desc=f"write {fmt.name}", disable=None) as bar:
@@ -77,8 +76,14 @@ def run_export(args: argparse.Namespace) -> int:
             progress=_advance(bar),
         )
         with args.output.open("wb") as out:
-            fmt.write(job, out)
-    print(f"{len(found)} annotation(s) written to {args.output}", file=sys.stderr)
+            skipped = fmt.write(job, out) or 0
+    print(f"{len(found) - skipped} annotation(s) written to {args.output}", file=sys.stderr)
+    if skipped:
+        print(
+            f"{skipped} annotation(s) left out: format={fmt.name} cannot hold them "
+            "(for example tags, or shapes off the acquisition plane)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -91,7 +96,7 @@ def run_import(args: argparse.Namespace) -> int:
     frame, store, name, source = _open(args)
     try:
         found = fmt.read(body, frame, name, source, args.crs)
-        project = store.get_project(DEFAULT_PROJECT)
+        project = store.get_project(store.image_project(args.image))
         n = len(found.collection.get("features") or [])
         with tqdm(total=n, unit="feature", desc="check", disable=None) as bar:
             result = geojson_import.plan(
@@ -103,7 +108,7 @@ def run_import(args: argparse.Namespace) -> int:
         if args.dry_run or not result.ok:
             print(json.dumps(result.to_json(dry_run=args.dry_run) | source_report, indent=1))
             return 0 if result.ok else 1
-        created = geojson_import.apply(result, store, args.image, DEFAULT_PROJECT, args.user)
+        created = geojson_import.apply(result, store, args.image, project.name, args.user)
     finally:
         store.close()
     print(json.dumps(result.to_json(created=created) | source_report))

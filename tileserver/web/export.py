@@ -49,7 +49,7 @@ class ExportHandler(AnnotBaseHandler):
         store = self.ctx.store
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as out:
 
-            def run() -> None:
+            def run() -> int | None:
                 job = ExportJob(
                     image_id=image_id,
                     image_name=source.info.name,
@@ -59,9 +59,12 @@ class ExportHandler(AnnotBaseHandler):
                     annotations=select(store, image_id, labels, statuses),
                     options=options,
                 )
-                fmt.write(job, out)  # type: ignore[arg-type]
+                return fmt.write(job, out)  # type: ignore[arg-type]
 
-            await self.call(run)
+            skipped = await self.call(run)
+            if skipped:
+                # annotations the format cannot hold (tags, points, other planes): say how many
+                self.set_header("X-Tessera-Skipped", str(skipped))
             media_type, suffix = fmt.media(options)
             self.set_header("Content-Type", media_type)
             self.set_header("Content-Disposition", f'attachment; filename="{image_id}{suffix}"')
